@@ -1,0 +1,172 @@
+"""PIM model configuration."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from transformers import PretrainedConfig
+
+
+FEATURE_TAPS = ("stages", "paper")
+PROJECTION_TYPES = ("Linear", "Conv")
+UPSAMPLE_TYPES = ("Bilinear", "Conv")
+
+
+class PimConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`PimForImageClassification`]: a timm backbone whose multi-scale features go through a feature
+    pyramid, a weakly supervised selector that keeps the most discriminative tokens of every layer and a graph
+    convolution combiner that fuses them (Chou et al., "A Novel Plug-in Module for Fine-grained Visual
+    Classification", arXiv 2202.03822).
+
+    Args:
+        backbone (`str`, *optional*, defaults to `"resnet50"`):
+            Name of any timm model (`timm.list_models()`), e.g. `"swin_large_patch4_window12_384"`.
+        backbone_pretrained (`bool`, *optional*, defaults to `True`):
+            Whether a new training run starts from timm's pretrained weights of `backbone`
+            ([`PimForImageClassification.load_pretrained_backbone`]). Never used by `from_pretrained`: a PIM checkpoint
+            holds the backbone weights.
+        backbone_kwargs (`dict`, *optional*):
+            Extra keyword arguments for `timm.create_model` (e.g. `{"drop_path_rate": 0.1}`). `img_size` is filled in
+            from `image_size` for backbones with a fixed input size (ViT, Swin, ...).
+        feature_taps (`str`, *optional*, defaults to `"stages"`):
+            Which backbone features feed PIM. `"stages"`: timm's `features_only` stage outputs chosen by
+            `out_indices`. `"paper"` (Swin only): the taps of the paper, i.e. every stage output *after* its patch
+            merging plus the last stage's output without the final norm (48², 24², 12², 12² tokens for Swin at 384).
+        out_indices (`list[int]`, *optional*, defaults to `[-4, -3, -2, -1]`):
+            Stages (timm `features_only` indices, negative counts from the end) used with `feature_taps="stages"`.
+            Must be left at its default with `feature_taps="paper"`, which always gives 4 layers.
+        image_size (`int`, *optional*, defaults to `224`):
+            Side of the square input image. Fixes the number of tokens of each layer, hence what `num_selects`,
+            `upsample_type="Conv"` and the combiner can use.
+        use_fpn (`bool`, *optional*, defaults to `True`):
+            Whether to use the top-down feature pyramid, which projects every layer to `fpn_size` channels and adds a
+            token classifier (Conv1d → BatchNorm → ReLU → Conv1d) per layer.
+        fpn_size (`int`, *optional*, defaults to `512`):
+            Channels of the feature pyramid.
+        proj_type (`str`, *optional*, defaults to `"Conv"`):
+            Projection of a layer to `fpn_size`: `"Conv"` (1×1 convolutions on the feature map) or `"Linear"`
+            (linear layers on the tokens); both are Linear → ReLU → Linear with `C_i` hidden channels.
+        upsample_type (`str`, *optional*, defaults to `"Bilinear"`):
+            How a deeper layer is brought to the size of the one above it: `"Bilinear"` (2× bilinear upsampling of the
+            feature map, for CNNs) or `"Conv"` (a learned 1×1 Conv1d over the token axis from `N_i` to `N_{i-1}`
+            tokens, the paper's choice for ViT and Swin; it fixes the input resolution to `image_size`).
+        use_selection (`bool`, *optional*, defaults to `True`):
+            Whether to use the weakly supervised selector.
+        num_selects (`list[int]`, *optional*, defaults to `[32, 32, 32, 32]`):
+            Number of tokens the selector keeps per layer, one entry per layer, each at most the layer's token count.
+        use_combiner (`bool`, *optional*, defaults to `True`):
+            Whether to fuse the selected tokens with the graph convolution combiner (requires `use_selection`).
+        comb_proj_size (`int`, *optional*, defaults to `512`):
+            Channels the selected tokens of every layer are projected to before the combiner when `use_fpn=False`.
+        tokens_per_graph_node (`int`, *optional*, defaults to `32`):
+            The combiner pools the `sum(num_selects)` selected tokens into `sum(num_selects) // tokens_per_graph_node`
+            graph nodes.
+        combiner_dropout (`float`, *optional*, defaults to `0.1`):
+            Dropout before the combiner's classifier.
+        lambda_b (`float`, *optional*, defaults to `0.5`):
+            Weight of the cross-entropy of every layer's logits (mean of its token logits).
+        lambda_s (`float`, *optional*, defaults to `0.0`):
+            Weight of the cross-entropy of every selected token's logits (the authors found it destabilises training
+            with the combiner).
+        lambda_n (`float`, *optional*, defaults to `5.0`):
+            Weight of the mean squared error pushing `tanh` of every dropped token's logits to -1.
+        lambda_c (`float`, *optional*, defaults to `1.0`):
+            Weight of the cross-entropy of the combiner's logits.
+
+    The usual `num_labels`, `id2label` and `label2id` are inherited from [`PretrainedConfig`].
+
+    Example:
+
+    ```python
+    >>> from modeling_pim import PimConfig, PimForImageClassification
+
+    >>> config = PimConfig(backbone="swin_large_patch4_window12_384", feature_taps="paper", image_size=384,
+    ...                    num_labels=200, fpn_size=1536, proj_type="Linear", upsample_type="Conv",
+    ...                    num_selects=[2048, 512, 128, 32])
+    >>> model = PimForImageClassification(config)  # random weights, nothing is downloaded
+    ```
+    """
+
+    model_type = "pim"
+    keys_to_ignore_at_inference = [
+        "token_logits",
+        "selected_token_logits",
+        "dropped_token_logits",
+        "selected_indices",
+        "loss_layers",
+        "loss_selected",
+        "loss_dropped",
+        "loss_combiner",
+    ]
+
+    backbone: str = "resnet50"
+    backbone_pretrained: bool = True
+    backbone_kwargs: dict[str, Any] | None = None
+    feature_taps: str = "stages"
+    out_indices: Sequence[int] = (-4, -3, -2, -1)
+    image_size: int = 224
+    use_fpn: bool = True
+    fpn_size: int = 512
+    proj_type: str = "Conv"
+    upsample_type: str = "Bilinear"
+    use_selection: bool = True
+    num_selects: Sequence[int] = (32, 32, 32, 32)
+    use_combiner: bool = True
+    comb_proj_size: int = 512
+    tokens_per_graph_node: int = 32
+    combiner_dropout: float = 0.1
+    lambda_b: float = 0.5
+    lambda_s: float = 0.0
+    lambda_n: float = 5.0
+    lambda_c: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        self.backbone_kwargs = dict(self.backbone_kwargs or {})
+        self.out_indices = list(self.out_indices)
+        self.num_selects = list(self.num_selects)
+        super().__post_init__(**kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Checks what can be checked without building the backbone (the rest is checked by the model)."""
+        if not isinstance(self.backbone, str) or not self.backbone:
+            raise ValueError(f"`backbone` must be a timm model name, got {self.backbone!r}.")
+        if self.feature_taps not in FEATURE_TAPS:
+            raise ValueError(f"`feature_taps` must be one of {FEATURE_TAPS}, got {self.feature_taps!r}.")
+        if self.feature_taps == "paper" and self.out_indices != [-4, -3, -2, -1]:
+            raise ValueError(
+                f"`out_indices`={self.out_indices} cannot be combined with feature_taps='paper', which always taps the "
+                "4 Swin stages; use feature_taps='stages' to choose stages."
+            )
+        if not self.out_indices:
+            raise ValueError("`out_indices` must name at least one backbone stage.")
+        if self.proj_type not in PROJECTION_TYPES:
+            raise ValueError(f"`proj_type` must be one of {PROJECTION_TYPES}, got {self.proj_type!r}.")
+        if self.upsample_type not in UPSAMPLE_TYPES:
+            raise ValueError(f"`upsample_type` must be one of {UPSAMPLE_TYPES}, got {self.upsample_type!r}.")
+        if self.image_size <= 0:
+            raise ValueError(f"`image_size` must be positive, got {self.image_size}.")
+        for name in ("fpn_size", "comb_proj_size", "tokens_per_graph_node"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if self.use_combiner and not self.use_selection:
+            raise ValueError(
+                "`use_combiner=True` needs the selector: set `use_selection=True` or `use_combiner=False`."
+            )
+        if self.use_selection:
+            if len(self.num_selects) != len(self.out_indices):
+                raise ValueError(
+                    f"`num_selects` has {len(self.num_selects)} entries but the backbone gives "
+                    f"{len(self.out_indices)} layers: give one number of selected tokens per layer."
+                )
+            if any(count <= 0 for count in self.num_selects):
+                raise ValueError(f"Every entry of `num_selects` must be positive, got {self.num_selects}.")
+        if self.use_combiner and sum(self.num_selects) < self.tokens_per_graph_node:
+            raise ValueError(
+                f"The combiner pools sum(num_selects)={sum(self.num_selects)} tokens into graph nodes of "
+                f"tokens_per_graph_node={self.tokens_per_graph_node}: select more tokens or lower "
+                "`tokens_per_graph_node`."
+            )
+
+
+__all__ = ["PimConfig"]

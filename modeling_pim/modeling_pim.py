@@ -1,0 +1,499 @@
+"""PyTorch PIM: a plug-in module for fine-grained visual classification on top of any timm backbone.
+
+Data flow (B batch, K classes, L layers, N_i tokens, C_i channels, D = `fpn_size`, S_i = `num_selects[i]`):
+timm backbone → L feature maps (B, C_i, h_i, w_i) → [FeaturePyramid] (B, D, h_i, w_i) → TokenClassifier per layer
+(B, N_i, K) → [WeaklySupervisedSelector] S_i most confident tokens per layer → [GraphCombiner] (B, K).
+"""
+
+from dataclasses import dataclass
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models import checkpoint_seq
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput, can_return_tuple
+
+from .configuration_pim import PimConfig
+
+
+@dataclass
+class PimImageClassifierOutput(ModelOutput):
+    r"""
+    Output of [`PimForImageClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            `lambda_b * loss_layers + lambda_s * loss_selected + lambda_n * loss_dropped + lambda_c * loss_combiner`,
+            or the cross-entropy of `logits` when every PIM module is off.
+        logits (`torch.FloatTensor` of shape `(B, K)`):
+            The final head: the combiner's logits, or the deepest layer's when the combiner is off, or the pooled
+            linear head's when every module is off. *The* prediction of the model.
+        layer_logits (`tuple(torch.FloatTensor)` of shape `(B, K)` per layer, *optional*):
+            Mean of every layer's token logits. Diagnostics, not predictions to pick from.
+        token_logits (`tuple(torch.FloatTensor)` of shape `(B, N_i, K)` per layer, *optional*):
+            Logits of every token of every layer, tokens in row-major order of the layer's feature map.
+        selected_token_logits (`tuple(torch.FloatTensor)` of shape `(B, S_i, K)` per layer, *optional*):
+            Logits of the tokens kept by the selector, most confident first.
+        dropped_token_logits (`tuple(torch.FloatTensor)` of shape `(B, N_i - S_i, K)` per layer, *optional*):
+            Logits of the tokens the selector dropped.
+        selected_indices (`tuple(torch.LongTensor)` of shape `(B, S_i)` per layer, *optional*):
+            Row-major positions of the selected tokens in their layer's feature map (for visualisation).
+        loss_layers (`torch.FloatTensor` of shape `()`, *optional*):
+            Sum over layers of the cross-entropy of `layer_logits`.
+        loss_selected (`torch.FloatTensor` of shape `()`, *optional*):
+            Sum over layers of the cross-entropy of every selected token's logits.
+        loss_dropped (`torch.FloatTensor` of shape `()`, *optional*):
+            Sum over layers of the mean squared error between `tanh(dropped_token_logits)` and -1.
+        loss_combiner (`torch.FloatTensor` of shape `()`, *optional*):
+            Cross-entropy of the combiner's logits.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    layer_logits: tuple[torch.FloatTensor, ...] | None = None
+    token_logits: tuple[torch.FloatTensor, ...] | None = None
+    selected_token_logits: tuple[torch.FloatTensor, ...] | None = None
+    dropped_token_logits: tuple[torch.FloatTensor, ...] | None = None
+    selected_indices: tuple[torch.LongTensor, ...] | None = None
+    loss_layers: torch.FloatTensor | None = None
+    loss_selected: torch.FloatTensor | None = None
+    loss_dropped: torch.FloatTensor | None = None
+    loss_combiner: torch.FloatTensor | None = None
+
+
+@dataclass
+class TokenSelection:
+    """What the selector keeps and drops, one entry per layer."""
+
+    features: list[torch.Tensor]
+    logits: list[torch.Tensor]
+    dropped_logits: list[torch.Tensor]
+    indices: list[torch.Tensor]
+
+
+def _is_swin(model: nn.Module) -> bool:
+    stages = getattr(model, "layers", None)
+    return (
+        hasattr(model, "patch_embed")
+        and isinstance(stages, nn.Sequential)
+        and len(stages) == 4
+        and all(hasattr(stage, "downsample") and hasattr(stage, "blocks") for stage in stages)
+    )
+
+
+class TimmFeatureBackbone(nn.Module):
+    """
+    A timm model that returns the L feature maps PIM taps, each as `(B, C_i, h_i, w_i)` (a view for channels-last
+    backbones such as Swin). Never patches timm: stages come from `features_only`, the paper's Swin taps from the
+    public `patch_embed` / `layers[i].downsample` / `layers[i].blocks` modules.
+    """
+
+    def __init__(self, config: PimConfig):
+        super().__init__()
+        self.feature_taps = config.feature_taps
+        self.out_indices = tuple(config.out_indices)
+        self.model = self.create_timm_model(config, pretrained=False)
+        if self.feature_taps == "paper":
+            if not _is_swin(self.model):
+                raise ValueError(
+                    f"feature_taps='paper' taps the 4 stages of a Swin Transformer after their patch merging, but "
+                    f"backbone={config.backbone!r} is not a timm Swin model: use feature_taps='stages'."
+                )
+            stage_info = self.model.feature_info
+            taps = [stage_info[1], stage_info[2], stage_info[3], stage_info[3]]
+            self.channels = [tap["num_chs"] for tap in taps]
+            self.reductions = [tap["reduction"] for tap in taps]
+            self.channels_last = True
+        else:
+            self.channels = self.model.feature_info.channels()
+            self.reductions = self.model.feature_info.reduction()
+            self.channels_last = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
+        stride = max(self.reductions)
+        if config.image_size % stride:
+            raise ValueError(
+                f"image_size={config.image_size} is not a multiple of the largest stride ({stride}) of the "
+                f"{config.backbone!r} layers PIM taps: use a multiple of {stride}, e.g. "
+                f"{max(stride, round(config.image_size / stride) * stride)}."
+            )
+        self.grid_sizes = [config.image_size // reduction for reduction in self.reductions]
+        self.token_counts = [side * side for side in self.grid_sizes]
+
+    @staticmethod
+    def create_timm_model(config: PimConfig, pretrained: bool, **pretrained_kwargs) -> nn.Module:
+        """Creates the timm model of `config` (`features_only` unless the paper's Swin taps are asked for)."""
+        if not timm.is_model(config.backbone):
+            raise ValueError(
+                f"backbone={config.backbone!r} is not a timm model name: see `timm.list_models()` "
+                "(e.g. 'resnet50', 'vit_base_patch16_224', 'swin_large_patch4_window12_384')."
+            )
+        kwargs = dict(config.backbone_kwargs)
+        pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+        if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
+            kwargs.setdefault("img_size", config.image_size)
+        if config.feature_taps == "paper":
+            return timm.create_model(config.backbone, pretrained=pretrained, num_classes=0, **kwargs, **pretrained_kwargs)
+        return timm.create_model(
+            config.backbone,
+            pretrained=pretrained,
+            features_only=True,
+            out_indices=tuple(config.out_indices),
+            **kwargs,
+            **pretrained_kwargs,
+        )
+
+    def set_grad_checkpointing(self, enable: bool) -> None:
+        self.model.set_grad_checkpointing(enable)
+
+    def _paper_taps(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        stages = self.model.layers
+        hidden = stages[0](self.model.patch_embed(pixel_values))  # (B, H/4, W/4, C)
+        taps = []
+        for stage in stages[1:]:
+            hidden = stage.downsample(hidden)  # (B, h_i, w_i, C_i): stage i-1 after its patch merging
+            taps.append(hidden)
+            if stage.grad_checkpointing and torch.is_grad_enabled():
+                hidden = checkpoint_seq(stage.blocks, hidden)
+            else:
+                hidden = stage.blocks(hidden)
+        taps.append(hidden)  # last stage, without the final norm
+        return taps
+
+    def forward(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        features = self._paper_taps(pixel_values) if self.feature_taps == "paper" else self.model(pixel_values)
+        if self.channels_last:
+            features = [feature.permute(0, 3, 1, 2) for feature in features]  # (B, C_i, h_i, w_i) views
+        return list(features)
+
+
+def _tokens(feature_map: torch.Tensor) -> torch.Tensor:
+    return feature_map.flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, h*w, C), row-major
+
+
+class LayerProjection(nn.Module):
+    """Linear → ReLU → Linear from `C_i` to `fpn_size` channels, as 1×1 convolutions (`"Conv"`) or linear layers."""
+
+    def __init__(self, in_channels: int, out_channels: int, proj_type: str):
+        super().__init__()
+        self.proj_type = proj_type
+        layer = nn.Linear if proj_type == "Linear" else lambda i, o: nn.Conv2d(i, o, 1)
+        self.layers = nn.Sequential(layer(in_channels, in_channels), nn.ReLU(), layer(in_channels, out_channels))
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        if self.proj_type == "Linear":
+            return self.layers(feature_map.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.layers(feature_map)
+
+
+class FeaturePyramid(nn.Module):
+    """
+    Top-down feature pyramid: every layer projected to `fpn_size` channels, then from the deepest layer up
+    `x[i-1] = x[i-1] + upsample_i(x[i])`.
+    """
+
+    def __init__(self, channels: list[int], grid_sizes: list[int], config: PimConfig):
+        super().__init__()
+        self.grid_sizes = grid_sizes
+        self.upsample_type = config.upsample_type
+        self.projections = nn.ModuleList(
+            LayerProjection(in_channels, config.fpn_size, config.proj_type) for in_channels in channels
+        )
+        if self.upsample_type == "Conv":
+            token_counts = [side * side for side in grid_sizes]
+            self.token_upsamplers = nn.ModuleList(
+                nn.Identity() if fine == coarse else nn.Conv1d(coarse, fine, 1)
+                for fine, coarse in zip(token_counts[:-1], token_counts[1:])
+            )
+
+    def _upsample(self, coarse: torch.Tensor, index: int, size: tuple[int, int]) -> torch.Tensor:
+        if self.upsample_type == "Conv":
+            batch_size, channels = coarse.shape[:2]
+            tokens = self.token_upsamplers[index](_tokens(coarse))  # (B, N_{i-1}, D)
+            return tokens.transpose(1, 2).reshape(batch_size, channels, *size)
+        if coarse.shape[-2:] == size:
+            return coarse
+        return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        pyramid = [projection(feature) for projection, feature in zip(self.projections, features)]
+        for i in range(len(pyramid) - 1, 0, -1):
+            fine = pyramid[i - 1]
+            pyramid[i - 1] = fine + self._upsample(pyramid[i], i - 1, tuple(fine.shape[-2:]))
+        return pyramid
+
+
+class TokenClassifier(nn.Module):
+    """
+    Classifies every token of a layer: Conv1d → BatchNorm → ReLU → Conv1d on pyramid features, a linear layer on raw
+    backbone features. `(B, C, h, w)` → `(B, h*w, K)`.
+    """
+
+    def __init__(self, in_channels: int, num_labels: int, on_pyramid: bool):
+        super().__init__()
+        self.on_pyramid = on_pyramid
+        if on_pyramid:
+            self.layers = nn.Sequential(
+                nn.Conv1d(in_channels, in_channels, 1),
+                nn.BatchNorm1d(in_channels),
+                nn.ReLU(),
+                nn.Conv1d(in_channels, num_labels, 1),
+            )
+        else:
+            self.layers = nn.Linear(in_channels, num_labels)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        if self.on_pyramid:
+            return self.layers(feature_map.flatten(2)).transpose(1, 2)
+        return self.layers(_tokens(feature_map))
+
+
+class WeaklySupervisedSelector(nn.Module):
+    """
+    Keeps, per layer and sample, the `num_selects[i]` tokens whose class distribution is most confident (highest max
+    softmax probability), most confident first; the other tokens are dropped. Batched `topk` + `gather`.
+    """
+
+    def __init__(self, num_selects: list[int]):
+        super().__init__()
+        self.num_selects = list(num_selects)
+
+    def forward(self, tokens: list[torch.Tensor], token_logits: list[torch.Tensor]) -> TokenSelection:
+        selection = TokenSelection(features=[], logits=[], dropped_logits=[], indices=[])
+        for features, logits, num_select in zip(tokens, token_logits, self.num_selects):
+            num_tokens = logits.shape[1]
+            confidence = logits.detach().softmax(dim=-1).amax(dim=-1)  # (B, N)
+            selected = confidence.topk(num_select, dim=1).indices  # (B, S)
+            # The selected tokens get a confidence below any softmax value, so the top N - S of what is left are
+            # exactly the dropped tokens, even when confidences tie.
+            dropped = confidence.scatter(1, selected, -1.0).topk(num_tokens - num_select, dim=1).indices
+            selection.features.append(features.gather(1, selected[..., None].expand(-1, -1, features.shape[-1])))
+            selection.logits.append(logits.gather(1, selected[..., None].expand(-1, -1, logits.shape[-1])))
+            selection.dropped_logits.append(logits.gather(1, dropped[..., None].expand(-1, -1, logits.shape[-1])))
+            selection.indices.append(selected)
+        return selection
+
+
+class GraphCombiner(nn.Module):
+    """
+    Fuses the selected tokens of all layers with one graph convolution: the tokens are pooled into
+    `sum(num_selects) // tokens_per_graph_node` nodes linked by a learned adjacency plus a data-dependent one, then
+    read out into the final logits.
+    """
+
+    def __init__(self, num_tokens: int, hidden_size: int, config: PimConfig, layer_channels: list[int] | None):
+        super().__init__()
+        if hidden_size < 4:
+            raise ValueError(f"The combiner needs at least 4 channels (fpn_size or comb_proj_size), got {hidden_size}.")
+        num_nodes = num_tokens // config.tokens_per_graph_node
+        self.projections = None
+        if layer_channels is not None:
+            self.projections = nn.ModuleList(
+                nn.Sequential(nn.Linear(channels, hidden_size), nn.ReLU(), nn.Linear(hidden_size, hidden_size))
+                for channels in layer_channels
+            )
+        self.node_pool = nn.Linear(num_tokens, num_nodes)
+        self.adjacency = nn.Parameter(self.initial_adjacency(num_nodes))
+        self.query = nn.Conv1d(hidden_size, hidden_size // 4, 1)
+        self.key = nn.Conv1d(hidden_size, hidden_size // 4, 1)
+        self.alpha = nn.Parameter(torch.zeros(1))
+        self.graph_conv = nn.Conv1d(hidden_size, hidden_size, 1)
+        self.norm = nn.BatchNorm1d(hidden_size)
+        self.node_readout = nn.Linear(num_nodes, 1)
+        self.dropout = nn.Dropout(config.combiner_dropout)
+        self.classifier = nn.Linear(hidden_size, config.num_labels)
+
+    @staticmethod
+    def initial_adjacency(num_nodes: int) -> torch.Tensor:
+        return torch.eye(num_nodes) / 100 + 1 / 100
+
+    def forward(self, selected: list[torch.Tensor]) -> torch.Tensor:
+        if self.projections is not None:
+            selected = [projection(tokens) for projection, tokens in zip(self.projections, selected)]
+        hidden = self.node_pool(torch.cat(selected, dim=1).transpose(1, 2))  # (B, D, J)
+        query = self.query(hidden).mean(1)  # (B, J)
+        key = self.key(hidden).mean(1)  # (B, J)
+        adjacency = self.adjacency + self.alpha * torch.tanh(query[:, :, None] - key[:, None, :])  # (B, J, J)
+        hidden = self.norm(torch.matmul(self.graph_conv(hidden), adjacency))  # (B, D, J)
+        hidden = self.node_readout(hidden).flatten(1)  # (B, D)
+        return self.classifier(self.dropout(hidden))
+
+
+class PimPreTrainedModel(PreTrainedModel):
+    config_class = PimConfig
+    base_model_prefix = "pim"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """
+        PyTorch's default initialisation for the PIM heads (what the paper trained with). The timm backbone keeps its
+        own weights; only its non-persistent buffers (e.g. Swin's relative position index and attention masks), which
+        `from_pretrained` leaves empty, are computed again.
+        """
+        if module._non_persistent_buffers_set:
+            for rebuild in ("init_non_persistent_buffers", "_init_buffers"):
+                if hasattr(module, rebuild):
+                    getattr(module, rebuild)()
+                    break
+        if isinstance(module, (FeaturePyramid, TokenClassifier, GraphCombiner)) or module is getattr(
+            self, "classifier", None
+        ):
+            for submodule in module.modules():
+                _reset_to_pytorch_default(submodule)
+            if isinstance(module, GraphCombiner):
+                init.copy_(module.adjacency, GraphCombiner.initial_adjacency(module.adjacency.shape[0]))
+                init.zeros_(module.alpha)
+
+
+def _reset_to_pytorch_default(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
+        init.kaiming_uniform_(module.weight, a=5**0.5)
+        fan_in = module.weight[0].numel()
+        bound = 1 / fan_in**0.5
+        init.uniform_(module.bias, -bound, bound)
+    elif isinstance(module, nn.BatchNorm1d):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+        init.zeros_(module.running_mean)
+        init.ones_(module.running_var)
+        init.zeros_(module.num_batches_tracked)
+
+
+class PimForImageClassification(PimPreTrainedModel):
+    """PIM with its losses: `forward(pixel_values, labels=None)`; see [`PimConfig`] for every module switch."""
+
+    def __init__(self, config: PimConfig):
+        super().__init__(config)
+        self.backbone = TimmFeatureBackbone(config)
+        num_layers = len(self.backbone.channels)
+        if config.use_selection:
+            for layer, (num_tokens, num_select) in enumerate(zip(self.backbone.token_counts, config.num_selects)):
+                if num_select > num_tokens:
+                    raise ValueError(
+                        f"num_selects[{layer}]={num_select} but layer {layer} of {config.backbone!r} has only "
+                        f"{num_tokens} tokens at image_size={config.image_size} ({self.backbone.grid_sizes[layer]}²): "
+                        "select at most that many tokens."
+                    )
+        if config.use_selection and len(config.num_selects) != num_layers:
+            raise ValueError(f"`num_selects` needs one entry per layer ({num_layers}), got {config.num_selects}.")
+
+        self.feature_pyramid = None
+        self.token_classifiers = None
+        self.selector = None
+        self.combiner = None
+        self.classifier = None
+        if config.use_fpn:
+            self.feature_pyramid = FeaturePyramid(self.backbone.channels, self.backbone.grid_sizes, config)
+            layer_channels = [config.fpn_size] * num_layers
+        else:
+            layer_channels = self.backbone.channels
+        if config.use_fpn or config.use_selection:
+            self.token_classifiers = nn.ModuleList(
+                TokenClassifier(channels, config.num_labels, on_pyramid=config.use_fpn) for channels in layer_channels
+            )
+        else:
+            self.classifier = nn.Linear(layer_channels[-1], config.num_labels)
+        if config.use_selection:
+            self.selector = WeaklySupervisedSelector(config.num_selects)
+        if config.use_combiner:
+            hidden_size = config.fpn_size if config.use_fpn else config.comb_proj_size
+            self.combiner = GraphCombiner(
+                sum(config.num_selects), hidden_size, config, None if config.use_fpn else layer_channels
+            )
+        self.post_init()
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
+        self.backbone.set_grad_checkpointing(enable)
+
+    def load_pretrained_backbone(self, weights_file: str | None = None) -> None:
+        """
+        Loads timm's pretrained weights of `config.backbone` into the backbone: from the Hub, or from a local
+        `weights_file` (`.safetensors`/`.pth`, e.g. for an offline machine). Used when a new training run starts;
+        never by `from_pretrained`.
+        """
+        overlay = {"pretrained_cfg_overlay": {"file": str(weights_file)}} if weights_file else {}
+        pretrained = TimmFeatureBackbone.create_timm_model(self.config, pretrained=True, **overlay)
+        self.backbone.model.load_state_dict(pretrained.state_dict())
+
+    @can_return_tuple
+    def forward(self, pixel_values: torch.Tensor, labels: torch.LongTensor | None = None) -> PimImageClassifierOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(B, 3, image_size, image_size)`):
+            Images normalised as [`PimImageProcessor`] does.
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
+            Class indices in `[0, num_labels)`; when given, the loss and its parts are computed.
+        """
+        expected = (self.config.image_size, self.config.image_size)
+        if tuple(pixel_values.shape[-2:]) != expected:
+            raise ValueError(
+                f"PIM was configured for {expected[0]}×{expected[1]} images (config.image_size), got "
+                f"{tuple(pixel_values.shape[-2:])}: resize and crop them with the model's PimImageProcessor."
+            )
+        features = self.backbone(pixel_values)
+        if self.feature_pyramid is not None:
+            features = self.feature_pyramid(features)
+
+        if self.token_classifiers is None:
+            logits = self.classifier(features[-1].flatten(2).mean(-1))
+            output = PimImageClassifierOutput(logits=logits)
+            if labels is not None:
+                output.loss = F.cross_entropy(logits, labels)
+            return output
+
+        token_logits = [classifier(feature) for classifier, feature in zip(self.token_classifiers, features)]
+        layer_logits = [logits.mean(1) for logits in token_logits]
+        logits = layer_logits[-1]
+        selection = None
+        if self.selector is not None:
+            selection = self.selector([_tokens(feature) for feature in features], token_logits)
+            if self.combiner is not None:
+                logits = self.combiner(selection.features)
+
+        output = PimImageClassifierOutput(
+            logits=logits,
+            layer_logits=tuple(layer_logits),
+            token_logits=tuple(token_logits),
+            selected_token_logits=tuple(selection.logits) if selection else None,
+            dropped_token_logits=tuple(selection.dropped_logits) if selection else None,
+            selected_indices=tuple(selection.indices) if selection else None,
+        )
+        if labels is not None:
+            self._add_losses(output, labels)
+        return output
+
+    def _add_losses(self, output: PimImageClassifierOutput, labels: torch.LongTensor) -> None:
+        config = self.config
+        output.loss_layers = sum(F.cross_entropy(logits, labels) for logits in output.layer_logits)
+        loss = config.lambda_b * output.loss_layers
+        if output.selected_token_logits is not None:
+            output.loss_selected = sum(
+                F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
+                for logits in output.selected_token_logits
+            )
+            dropped = [logits for logits in output.dropped_token_logits if logits.shape[1] > 0]
+            output.loss_dropped = sum(
+                (F.mse_loss(torch.tanh(logits), torch.full_like(logits, -1.0)) for logits in dropped),
+                torch.zeros((), device=labels.device),
+            )
+            loss = loss + config.lambda_s * output.loss_selected + config.lambda_n * output.loss_dropped
+        if self.combiner is not None:
+            output.loss_combiner = F.cross_entropy(output.logits, labels)
+            loss = loss + config.lambda_c * output.loss_combiner
+        output.loss = loss
+
+
+__all__ = [
+    "GraphCombiner",
+    "FeaturePyramid",
+    "PimForImageClassification",
+    "PimImageClassifierOutput",
+    "PimPreTrainedModel",
+    "TimmFeatureBackbone",
+    "TokenClassifier",
+    "WeaklySupervisedSelector",
+]
