@@ -171,9 +171,6 @@ def load_data(data_args: DataTrainingArguments, seed: int):
             data_args.test_dir,
             skip_unreadable=data_args.skip_unreadable,
         )
-    skipped = getattr(datasets, "skipped_images", [])
-    if skipped:
-        logger.warning(f"Skipped {len(skipped)} unreadable images: {', '.join(skipped)}")
     if data_args.validation_split_percentage > 0:
         if "validation" in datasets:
             raise ValueError(

@@ -1,0 +1,627 @@
+"""
+Fine-grained image classification datasets as `datasets.DatasetDict`s with an `image` column (a lazily decoded
+`datasets.Image`) and a `label` column (a `datasets.ClassLabel` with human-readable names).
+
+Supported sources: the official CUB-200-2011 and NABirds archives as unpacked, `<split>/<class name>/<image>` folders
+and any image classification dataset of the Hugging Face Hub. The local loaders go through the `imagefolder` builder
+of `datasets` with explicit file lists (images are referenced by path, never copied), attach the labels from the
+archive's text files by path, and by default decode every image once at load time so that an unreadable, corrupt or
+truncated file is reported and dropped before training rather than crashing it.
+"""
+
+import glob
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# The file extensions the `imagefolder` builder accepts (lower case, with the dot).
+IMAGE_EXTENSIONS = frozenset(extension.lower() for extension in ImageFolder.EXTENSIONS)
+
+CUB200_LAYOUT = (
+    "the official CUB_200_2011 archive layout: <data_dir>/images/<NNN.Class_Name>/<file>.jpg, <data_dir>/images.txt "
+    "('<image id> <path under images/>'), <data_dir>/image_class_labels.txt ('<image id> <class id>'), "
+    "<data_dir>/train_test_split.txt ('<image id> <1 for train, 0 for test>') and <data_dir>/classes.txt "
+    "('<class id> <NNN.Class_Name>')"
+)
+NABIRDS_LAYOUT = (
+    "the official NABirds archive layout: <data_dir>/images/<4-digit class id>/<file>.jpg, <data_dir>/images.txt "
+    "('<image uuid> <path under images/>'), <data_dir>/image_class_labels.txt ('<image uuid> <class id>'), "
+    "<data_dir>/train_test_split.txt ('<image uuid> <1 for train, 0 for test>') and <data_dir>/classes.txt "
+    "('<class id> <class name>')"
+)
+IMAGE_FOLDERS_LAYOUT = "<split dir>/<class name>/<image files>, one folder per class"
+
+# Column names that `load_hub_dataset` recognises, in order of preference, when the features do not decide.
+IMAGE_COLUMN_CANDIDATES = ("image", "img", "images", "picture", "photo")
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "class", "category", "target")
+
+
+class FgvcDatasetDict(DatasetDict):
+    """
+    A `DatasetDict` whose splits have an `image` column (`datasets.Image`, decoded lazily into a `PIL.Image.Image`)
+    and a `label` column (`datasets.ClassLabel`, the same class names in every split), returned by the local loaders
+    of this module together with the report of their load-time image scan.
+
+    Attributes:
+        skipped_images (`list[str]`):
+            Absolute paths of the images that were listed by the dataset but dropped because they are missing or
+            cannot be decoded (in listing order, all splits together). Empty when every image is readable or when the
+            scan was disabled with `skip_unreadable=False`. Operations that build a new dict (`map`, `filter`, ...)
+            return a plain `DatasetDict` without this report.
+    """
+
+    def __init__(self, *args, skipped_images: Sequence[str] = (), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped_images = list(skipped_images)
+
+
+def _decode_error(path: str) -> str | None:
+    """The reason why `path` cannot be fully decoded by PIL, or `None` when it can."""
+    try:
+        with PIL.Image.open(path) as image:
+            image.load()
+    except Exception as error:  # Any failure to decode makes the image unusable, whatever PIL plugin raised it.
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def _find_decode_errors(paths: Sequence[str], num_workers: int | None = None) -> dict[str, str]:
+    """Maps each of `paths` that cannot be decoded to the reason, decoding the images in a thread pool."""
+    if not paths:
+        return {}
+    with ThreadPoolExecutor(max_workers=num_workers) as executor:
+        errors = list(
+            logging.tqdm(
+                executor.map(_decode_error, paths),
+                total=len(paths),
+                desc="Checking images",
+                unit="img",
+                disable=len(paths) < 1000,
+            )
+        )
+    return {path: error for path, error in zip(paths, errors, strict=True) if error is not None}
+
+
+def find_unreadable_images(paths: Iterable[str | os.PathLike], num_workers: int | None = None) -> list[str]:
+    """
+    Fully decodes every image once with PIL (open + load, in a thread pool) and returns those that fail: missing
+    files, files that are not images, corrupt or truncated images.
+
+    Args:
+        paths (`Iterable[str | os.PathLike]`):
+            Image files to check.
+        num_workers (`int`, *optional*):
+            Threads used to decode; defaults to `concurrent.futures.ThreadPoolExecutor`'s default
+            (`min(32, os.cpu_count() + 4)`). Decoding releases the GIL, and threads also hide file system latency.
+
+    Returns:
+        `list[str]`: the unreadable paths, as strings, in the order they were given.
+    """
+    paths = [os.fspath(path) for path in paths]
+    errors = _find_decode_errors(paths, num_workers)
+    return [path for path in paths if path in errors]
+
+
+def _read_table(path: Path, layout: str) -> dict[str, str]:
+    """Reads a '<key> <value>' text file of an archive into an ordered dict, with errors that name the file."""
+    if not path.is_file():
+        raise ValueError(f"{path} not found: expected {layout}.")
+    table = {}
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise ValueError(f"{path}, line {line_number}: expected '<id> <value>', got {line!r}.")
+        key, value = fields
+        if key in table:
+            raise ValueError(f"{path}, line {line_number}: id {key!r} appears twice.")
+        table[key] = value.strip()
+    if not table:
+        raise ValueError(f"{path} is empty: expected {layout}.")
+    return table
+
+
+def _examples(items: Iterable[str], limit: int = 5) -> str:
+    """A short, readable listing of `items` for an error message."""
+    items = sorted(items)
+    listing = ", ".join(repr(item) for item in items[:limit])
+    return listing + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _check_same_ids(reference_path: Path, reference: dict[str, str], path: Path, table: dict[str, str]):
+    """Raises when the image ids of `table` (read from `path`) differ from those of `reference`."""
+    missing = reference.keys() - table.keys()
+    extra = table.keys() - reference.keys()
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(
+                f"{len(missing)} image ids of {reference_path.name} are missing from it ({_examples(missing)})"
+            )
+        if extra:
+            problems.append(f"{len(extra)} of its ids are not in {reference_path.name} ({_examples(extra)})")
+        raise ValueError(
+            f"{path} does not list the same images as {reference_path}: {'; '.join(problems)}. Every image id must "
+            "appear once in each of images.txt, image_class_labels.txt and train_test_split.txt."
+        )
+
+
+def _parse_int(value: str, path: Path, what: str) -> int:
+    """Parses an integer field of an archive file."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{path}: {what} {value!r} is not an integer.") from None
+
+
+def _archive_root(data_dir: str | os.PathLike, archive_name: str, layout: str) -> Path:
+    """`data_dir`, or `data_dir/archive_name` when `data_dir` is the folder the archive was unpacked into."""
+    data_dir = Path(data_dir).expanduser().absolute()
+    if not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is not a directory: expected {layout}.")
+    if not (data_dir / "images.txt").is_file() and (data_dir / archive_name / "images.txt").is_file():
+        data_dir = data_dir / archive_name
+    if not (data_dir / "images").is_dir():
+        raise ValueError(f"{data_dir / 'images'} is not a directory: expected {layout}.")
+    return data_dir
+
+
+def _read_archive(
+    root: Path, layout: str, class_name: Callable[[str], str], only_classes_with_images: bool
+) -> tuple[dict[str, tuple[list[str], list[int]]], list[str]]:
+    """
+    Reads the four text files shared by the CUB-200-2011 and NABirds archives.
+
+    Returns:
+        The "train" and "test" splits as (absolute image paths, labels) in `images.txt` order, and the class names of
+        labels 0..K-1 (classes sorted by their integer id).
+    """
+    images_path = root / "images.txt"
+    labels_path = root / "image_class_labels.txt"
+    split_path = root / "train_test_split.txt"
+    classes_path = root / "classes.txt"
+    images = _read_table(images_path, layout)
+    image_classes = _read_table(labels_path, layout)
+    is_train = _read_table(split_path, layout)
+    classes = {
+        _parse_int(key, classes_path, "class id"): value for key, value in _read_table(classes_path, layout).items()
+    }
+    _check_same_ids(images_path, images, labels_path, image_classes)
+    _check_same_ids(images_path, images, split_path, is_train)
+
+    image_class_ids = {
+        image_id: _parse_int(value, labels_path, "class id") for image_id, value in image_classes.items()
+    }
+    unknown = set(image_class_ids.values()) - classes.keys()
+    if unknown:
+        raise ValueError(
+            f"{labels_path} uses class ids that are not in {classes_path}: {_examples(map(str, unknown))}."
+        )
+    bad_flags = {value for value in is_train.values() if value not in ("0", "1")}
+    if bad_flags:
+        raise ValueError(
+            f"{split_path}: expected 1 (train) or 0 (test) after each image id, got {_examples(bad_flags)}."
+        )
+
+    class_ids = sorted(set(image_class_ids.values()) if only_classes_with_images else classes)
+    class_names = [class_name(classes[class_id]) for class_id in class_ids]
+    duplicates = [name for name, count in Counter(class_names).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"{classes_path}: several classes are named {_examples(duplicates)}; names must be unique.")
+    label_of_class = {class_id: label for label, class_id in enumerate(class_ids)}
+
+    splits = {"train": ([], []), "test": ([], [])}
+    for image_id, relative_path in images.items():
+        paths, labels = splits["train" if is_train[image_id] == "1" else "test"]
+        paths.append(str(root / "images" / relative_path))
+        labels.append(label_of_class[image_class_ids[image_id]])
+    return splits, class_names
+
+
+def _cub200_class_name(name: str) -> str:
+    """'001.Black_footed_Albatross' -> 'Black footed Albatross'."""
+    return re.sub(r"^\d+\.", "", name).replace("_", " ").strip()
+
+
+def _scan_class_folders(directory: Path, argument: str) -> dict[str, list[str]]:
+    """Maps each class folder name of `directory` to its image files (recursively, sorted)."""
+    if not directory.is_dir():
+        raise ValueError(f"{argument}={str(directory)!r} is not a directory: expected {IMAGE_FOLDERS_LAYOUT}.")
+    classes = {}
+    ignored = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            ignored.append(entry.name)
+            continue
+        files = sorted(
+            str(path)
+            for path in entry.rglob("*")
+            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not files:
+            raise ValueError(
+                f"Class folder {entry} contains no image files (extensions {', '.join(sorted(IMAGE_EXTENSIONS))}): "
+                f"every class folder of {argument}={str(directory)!r} needs at least one image; remove the folder "
+                "or add its images."
+            )
+        classes[entry.name] = files
+    if ignored:
+        logger.warning(
+            f"Ignored {len(ignored)} files of {directory} that are not in a class folder: {_examples(ignored)}."
+        )
+    if not classes:
+        raise ValueError(f"{argument}={str(directory)!r} has no class folders: expected {IMAGE_FOLDERS_LAYOUT}.")
+    return classes
+
+
+def _build_dataset_dict(
+    splits: dict[str, tuple[list[str], list[int]]],
+    class_names: list[str],
+    source: str,
+    skip_unreadable: bool,
+    num_workers: int | None,
+    cache_dir: str | os.PathLike | None,
+) -> FgvcDatasetDict:
+    """
+    Loads `splits` (absolute image paths and labels) through the `imagefolder` builder and attaches the labels.
+
+    The labels are joined to the loaded rows by image path, so they stay right even if the builder reordered, dropped
+    or duplicated files; any such difference is an error.
+    """
+    all_paths = [path for paths, _ in splits.values() for path in paths]
+    duplicates = [path for path, count in Counter(all_paths).items() if count > 1]
+    if duplicates:
+        raise ValueError(f"{source} lists {len(duplicates)} images more than once: {_examples(duplicates)}.")
+    if skip_unreadable:
+        errors = _find_decode_errors(all_paths, num_workers)
+    else:
+        errors = {}
+        missing = [path for path in all_paths if not os.path.isfile(path)]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} images listed by {source} do not exist: {_examples(missing)}. Restore them or load "
+                "with skip_unreadable=True to skip them."
+            )
+    skipped = [path for path in all_paths if path in errors]
+    if skipped:
+        logger.warning(
+            f"Skipped {len(skipped)} unreadable images of {source}: "
+            + "; ".join(f"{path} ({errors[path]})" for path in skipped)
+        )
+
+    kept = {}
+    for split, (paths, labels) in splits.items():
+        kept_pairs = [(path, label) for path, label in zip(paths, labels, strict=True) if path not in errors]
+        if not kept_pairs:
+            raise ValueError(f"The {split!r} split of {source} has no readable images.")
+        kept[split] = dict(kept_pairs)
+
+    loaded = load_dataset(
+        "imagefolder",
+        data_files={split: [glob.escape(path) for path in label_of_path] for split, label_of_path in kept.items()},
+        drop_labels=True,
+        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+    )
+    class_label = ClassLabel(names=class_names)
+    dataset_dict = FgvcDatasetDict(skipped_images=skipped)
+    for split, label_of_path in kept.items():
+        dataset = loaded[split]
+        loaded_paths = [image["path"] for image in dataset.data.column("image").to_pylist()]
+        if sorted(loaded_paths) != sorted(label_of_path):
+            lost = set(label_of_path) - set(loaded_paths)
+            raise RuntimeError(
+                f"The imagefolder builder did not load exactly the {len(label_of_path)} images of the {split!r} split "
+                f"of {source} (got {len(loaded_paths)} rows; not loaded: {_examples(lost)})."
+            )
+        labels = [label_of_path[path] for path in loaded_paths]
+        dataset_dict[split] = dataset.add_column("label", labels, feature=class_label)
+    return dataset_dict
+
+
+def load_cub200(
+    data_dir: str | os.PathLike,
+    skip_unreadable: bool = True,
+    num_workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> FgvcDatasetDict:
+    """
+    Loads CUB-200-2011 from the official archive as unpacked.
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            The `CUB_200_2011` folder (with `images/`, `images.txt`, `image_class_labels.txt`, `train_test_split.txt`
+            and `classes.txt`), or the folder the archive was unpacked into.
+        skip_unreadable (`bool`, *optional*, defaults to `True`):
+            Decode every image once and drop (and report) those that fail; otherwise a missing image is an error and
+            corrupt images are not looked for.
+        num_workers (`int`, *optional*):
+            Threads for the image scan (see [`find_unreadable_images`]).
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
+
+    Returns:
+        [`FgvcDatasetDict`]: "train" and "test" splits (5,994 and 5,794 images for the full archive), labels 0..199
+        following the class ids of `classes.txt`, named without their `NNN.` prefix and with spaces
+        (`"Black footed Albatross"`).
+    """
+    root = _archive_root(data_dir, "CUB_200_2011", CUB200_LAYOUT)
+    splits, class_names = _read_archive(root, CUB200_LAYOUT, _cub200_class_name, only_classes_with_images=False)
+    return _build_dataset_dict(splits, class_names, f"CUB-200-2011 at {root}", skip_unreadable, num_workers, cache_dir)
+
+
+def load_nabirds(
+    data_dir: str | os.PathLike,
+    skip_unreadable: bool = True,
+    num_workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> FgvcDatasetDict:
+    """
+    Loads NABirds from the official archive as unpacked.
+
+    Only the classes that have images (the 555 leaves of the full archive) are used: sorted by their integer id and
+    numbered 0..K-1, named as in `classes.txt` (e.g. `"Mallard (Male)"`). `classes.txt` also lists the parent classes
+    of `hierarchy.txt`, which has no images and is not read.
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            The `nabirds` folder (with `images/`, `images.txt`, `image_class_labels.txt`, `train_test_split.txt` and
+            `classes.txt`), or the folder the archive was unpacked into.
+        skip_unreadable (`bool`, *optional*, defaults to `True`):
+            Decode every image once and drop (and report) those that fail; otherwise a missing image is an error and
+            corrupt images are not looked for.
+        num_workers (`int`, *optional*):
+            Threads for the image scan (see [`find_unreadable_images`]).
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
+
+    Returns:
+        [`FgvcDatasetDict`]: "train" and "test" splits (23,929 and 24,633 images for the full archive).
+    """
+    root = _archive_root(data_dir, "nabirds", NABIRDS_LAYOUT)
+    splits, class_names = _read_archive(root, NABIRDS_LAYOUT, str.strip, only_classes_with_images=True)
+    return _build_dataset_dict(splits, class_names, f"NABirds at {root}", skip_unreadable, num_workers, cache_dir)
+
+
+def load_image_folders(
+    train_dir: str | os.PathLike,
+    validation_dir: str | os.PathLike | None = None,
+    test_dir: str | os.PathLike | None = None,
+    skip_unreadable: bool = True,
+    num_workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> FgvcDatasetDict:
+    """
+    Loads pre-split `<split dir>/<class name>/<image files>` folders (images may sit in sub-folders of a class
+    folder; hidden files and folders are ignored).
+
+    Args:
+        train_dir (`str` or `os.PathLike`):
+            Folder of the "train" split.
+        validation_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the "validation" split.
+        test_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the "test" split.
+        skip_unreadable (`bool`, *optional*, defaults to `True`):
+            Decode every image once and drop (and report) those that fail.
+        num_workers (`int`, *optional*):
+            Threads for the image scan (see [`find_unreadable_images`]).
+        cache_dir (`str` or `os.PathLike`, *optional*):
+            Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
+
+    Returns:
+        [`FgvcDatasetDict`]: one split per given folder; class names are the folder names, sorted, labels 0..K-1 in
+        that order.
+
+    Raises:
+        `ValueError`: a folder is missing or has no class folders, a class folder has no images, or the class folders
+        of a split differ from those of `train_dir`.
+    """
+    arguments = {"train": ("train_dir", train_dir), "validation": ("validation_dir", validation_dir)}
+    arguments["test"] = ("test_dir", test_dir)
+    directories = {
+        split: (argument, Path(directory).expanduser().absolute())
+        for split, (argument, directory) in arguments.items()
+        if directory is not None
+    }
+    files = {split: _scan_class_folders(directory, argument) for split, (argument, directory) in directories.items()}
+    class_names = sorted(files["train"])
+    train_directory = directories["train"][1]
+    for split, classes in files.items():
+        only_in_train = set(class_names) - set(classes)
+        only_in_split = set(classes) - set(class_names)
+        if only_in_train or only_in_split:
+            argument, directory = directories[split]
+            problems = [f"missing from {directory}: {_examples(only_in_train)}"] if only_in_train else []
+            problems += [f"missing from {train_directory}: {_examples(only_in_split)}"] if only_in_split else []
+            raise ValueError(
+                f"The class folders of {argument}={str(directory)!r} differ from those of "
+                f"train_dir={str(train_directory)!r} ({'; '.join(problems)}). Every split needs the same class "
+                "folders."
+            )
+    label_of_class = {name: label for label, name in enumerate(class_names)}
+    splits = {
+        split: (
+            [path for name in sorted(classes) for path in classes[name]],
+            [label_of_class[name] for name in sorted(classes) for _ in classes[name]],
+        )
+        for split, classes in files.items()
+    }
+    source = "the image folders " + ", ".join(str(directory) for _, directory in directories.values())
+    return _build_dataset_dict(splits, class_names, source, skip_unreadable, num_workers, cache_dir)
+
+
+def _pick_column(
+    dataset: Dataset, given: str | None, argument: str, feature_type: type, candidates: Sequence[str]
+) -> str:
+    """The column to use as image or label: `given`, the only column of `feature_type`, or the first candidate name."""
+    columns = dataset.column_names
+    if given is not None:
+        if given not in columns:
+            raise ValueError(f"{argument}={given!r} is not a column of the dataset (columns: {columns}).")
+        return given
+    typed = [name for name in columns if isinstance(dataset.features[name], feature_type)]
+    if len(typed) == 1:
+        return typed[0]
+    for name in candidates:
+        if name in (typed or columns):
+            return name
+    raise ValueError(
+        f"Cannot tell which column to use among {columns} ({len(typed)} of type {feature_type.__name__}): pass "
+        f"{argument}=<column name>."
+    )
+
+
+def _standardize_columns(
+    dataset_dict: DatasetDict, image_column: str | None = None, label_column: str | None = None
+) -> DatasetDict:
+    """
+    Renames the image and label columns of an image classification `DatasetDict` to `image` and `label`, drops the
+    other columns and makes `label` a `ClassLabel` with the same names in every split: string labels get their sorted
+    distinct values as names, non-negative integer labels the names "0".."max".
+    """
+    first = next(iter(dataset_dict.values()))
+    image_column = _pick_column(first, image_column, "image_column", Image, IMAGE_COLUMN_CANDIDATES)
+    label_column = _pick_column(first, label_column, "label_column", ClassLabel, LABEL_COLUMN_CANDIDATES)
+    if image_column == label_column:
+        raise ValueError(f"image_column and label_column are both {image_column!r}.")
+    standardized = {}
+    for split, dataset in dataset_dict.items():
+        if not isinstance(dataset.features.get(image_column), Image):
+            raise ValueError(
+                f"Column {image_column!r} of split {split!r} is {dataset.features.get(image_column)}, not a "
+                "datasets.Image: pass image_column=<the image column>."
+            )
+        dataset = dataset.select_columns([image_column, label_column])
+        standardized[split] = dataset.rename_columns({image_column: "image", label_column: "label"})
+
+    label_features = [dataset.features["label"] for dataset in standardized.values()]
+    if all(isinstance(feature, ClassLabel) for feature in label_features):
+        names = [feature.names for feature in label_features]
+        if any(split_names != names[0] for split_names in names):
+            raise ValueError(f"The {label_column!r} ClassLabel names differ between splits {list(standardized)}.")
+        return DatasetDict(standardized)
+    if not all(isinstance(feature, Value) for feature in label_features):
+        raise ValueError(
+            f"Column {label_column!r} is {label_features[0]}: expected a ClassLabel, string or integer column; pass "
+            "label_column=<the label column>."
+        )
+    values = {value for dataset in standardized.values() for value in dataset.unique("label")}
+    if all(isinstance(value, str) for value in values):
+        class_label = ClassLabel(names=sorted(values))
+    elif all(isinstance(value, (int, np.integer)) and value >= 0 for value in values):
+        class_label = ClassLabel(names=[str(label) for label in range(max(values) + 1)])
+    else:
+        raise ValueError(
+            f"Column {label_column!r} holds {_examples(map(repr, values))}: expected class names or non-negative "
+            "integer labels."
+        )
+    return DatasetDict({split: dataset.cast_column("label", class_label) for split, dataset in standardized.items()})
+
+
+def load_hub_dataset(
+    name: str, image_column: str | None = None, label_column: str | None = None, **kwargs
+) -> DatasetDict:
+    """
+    Loads an image classification dataset of the Hugging Face Hub (or any `datasets.load_dataset` source) with its
+    image and label columns renamed to `image` and `label` (e.g. from `img` and `fine_label`) and its other columns
+    dropped. `label` becomes a `ClassLabel` when it is a string or integer column.
+
+    Args:
+        name (`str`):
+            Dataset id or path for `datasets.load_dataset`.
+        image_column (`str`, *optional*):
+            The image column; by default the only `datasets.Image` column, else the first of
+            `IMAGE_COLUMN_CANDIDATES`.
+        label_column (`str`, *optional*):
+            The label column; by default the only `ClassLabel` column, else the first of `LABEL_COLUMN_CANDIDATES`
+            (so CIFAR-100's `fine_label` wins over `coarse_label`).
+        kwargs:
+            Passed to `datasets.load_dataset` (e.g. `name=` for a configuration, `revision=`, `cache_dir=`). All
+            splits are loaded: `split` and `streaming` are not supported.
+
+    Returns:
+        `datasets.DatasetDict`: the dataset's splits. The images are not scanned for decoding errors.
+    """
+    for unsupported in ("split", "streaming"):
+        if kwargs.get(unsupported):
+            raise ValueError(
+                f"load_hub_dataset loads every split of {name!r} into a DatasetDict: {unsupported}= is not supported; "
+                "pick a split from the result instead."
+            )
+    return _standardize_columns(load_dataset(name, **kwargs), image_column, label_column)
+
+
+def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset]:
+    """
+    Holds out a stratified, seeded validation set from a training set, so that model selection never sees the test
+    set.
+
+    Every class with at least 2 images gives `round(percentage% of its images)` of them, but at least one and never
+    all, to the validation set; a class with a single image stays in training (with a warning). The validation set is
+    therefore about, not exactly, `percentage`% of `dataset`, and covers every class that can be covered.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            A split with a `label` `ClassLabel` column.
+        percentage (`float`):
+            Share of each class to hold out, in percent, strictly between 0 and 100.
+        seed (`int`):
+            Seed of the draw: the same dataset and seed always give the same split.
+
+    Returns:
+        `tuple[Dataset, Dataset]`: the remaining training set and the validation set, both in `dataset`'s order.
+    """
+    if not 0 < percentage < 100:
+        raise ValueError(f"percentage={percentage} must be strictly between 0 and 100 (a share of the training set).")
+    if not isinstance(dataset.features.get("label"), ClassLabel):
+        raise ValueError(
+            f"split_validation needs a 'label' ClassLabel column to stratify on; the dataset has {dataset.features}."
+        )
+    labels = np.asarray(list(dataset.with_format(None)["label"]), dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    validation_indices = []
+    single_image_classes = []
+    for label in np.unique(labels):
+        indices = np.flatnonzero(labels == label)
+        if len(indices) < 2:
+            single_image_classes.append(dataset.features["label"].int2str(int(label)))
+            continue
+        count = min(max(int(len(indices) * percentage / 100 + 0.5), 1), len(indices) - 1)
+        validation_indices.extend(rng.permutation(indices)[:count].tolist())
+    if not validation_indices:
+        raise ValueError("split_validation: no class has 2 images or more, so none can give a validation image.")
+    if single_image_classes:
+        logger.warning(
+            f"{len(single_image_classes)} classes have a single training image and are left out of the validation "
+            f"set: {_examples(single_image_classes)}."
+        )
+    validation_indices = sorted(validation_indices)
+    train_indices = sorted(set(range(len(labels))) - set(validation_indices))
+    return dataset.select(train_indices), dataset.select(validation_indices)
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "FgvcDatasetDict",
+    "find_unreadable_images",
+    "load_cub200",
+    "load_hub_dataset",
+    "load_image_folders",
+    "load_nabirds",
+    "split_validation",
+]

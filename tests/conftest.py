@@ -1,0 +1,36 @@
+"""Shared fixtures: miniature fine-grained datasets on disk (see `fgvc_trees`) and a private `datasets` cache."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+
+# Makes `fgvc_trees` importable by every test module whatever pytest's --import-mode.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fgvc_trees import make_cub_tree, make_image_folders, make_nabirds_tree  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def datasets_cache(tmp_path_factory) -> Path:
+    """A `datasets` cache directory private to the test session."""
+    return tmp_path_factory.mktemp("datasets_cache")
+
+
+@pytest.fixture
+def cub_dir(tmp_path) -> Path:
+    """A fresh miniature CUB_200_2011 archive (3 classes × 4 images + a corrupt and a truncated file)."""
+    return make_cub_tree(tmp_path)
+
+
+@pytest.fixture
+def nabirds_dir(tmp_path) -> Path:
+    """A fresh miniature NABirds archive (leaf classes 1010, 295, 313 × 4 images, UUID ids, parent classes)."""
+    return make_nabirds_tree(tmp_path)
+
+
+@pytest.fixture
+def image_folders(tmp_path) -> Path:
+    """Fresh `train/` and `validation/` class folders (3 classes × 3 images each)."""
+    return make_image_folders(tmp_path)

@@ -1,0 +1,276 @@
+"""Tests of `modeling_pim.fgvc_datasets` on miniature archives written by `fgvc_trees`."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
+from fgvc_trees import FOLDER_CLASS_NAMES, class_color, make_image_folders, make_nabirds_tree
+
+from modeling_pim import fgvc_datasets
+from modeling_pim.fgvc_datasets import (
+    FgvcDatasetDict,
+    find_unreadable_images,
+    load_cub200,
+    load_hub_dataset,
+    load_image_folders,
+    load_nabirds,
+    split_validation,
+)
+
+
+def image_paths(dataset: Dataset) -> list[str]:
+    """The file path behind each row, without decoding the images."""
+    return [row["path"] for row in dataset.cast_column("image", Image(decode=False))["image"]]
+
+
+def assert_colors_match_labels(dataset: Dataset) -> None:
+    """
+    Every decoded image has the colour of its label (see `fgvc_trees.class_color`; its luminance for grayscale
+    images), up to JPEG and CMYK conversion error.
+    """
+    for row in dataset:
+        pixels = np.asarray(row["image"].convert("RGB"), dtype=np.float64)
+        observed = np.median(pixels.reshape(-1, 3), axis=0)
+        expected = np.asarray(class_color(row["label"]), dtype=np.float64)
+        if row["image"].mode == "L":
+            expected = np.full(3, expected @ [0.299, 0.587, 0.114])
+        assert np.abs(observed - expected).max() < 40, (row["image"].filename, row["label"], observed)
+
+
+def test_cub200_splits_names_and_labels(cub_dir, datasets_cache):
+    dataset = load_cub200(cub_dir, cache_dir=datasets_cache)
+    assert isinstance(dataset, FgvcDatasetDict) and isinstance(dataset, DatasetDict)
+    assert set(dataset) == {"train", "test"}
+    # 3 classes x 4 images split 2/2, minus the corrupt (train) and truncated (test) files.
+    assert dataset["train"].num_rows == 6 and dataset["test"].num_rows == 6
+    for split in dataset.values():
+        assert split.features["image"] == Image()
+        assert split.features["label"] == ClassLabel(
+            names=["Black footed Albatross", "Laysan Albatross", "Sooty Albatross"]
+        )
+    # The label files list ids in reverse order: labels are joined by id and stay in images.txt order.
+    train_paths = image_paths(dataset["train"])
+    sooty = str(cub_dir / "images" / "003.Sooty_Albatross" / "Sooty_Albatross_0002.jpg")
+    assert dataset["train"][train_paths.index(sooty)]["label"] == 2
+    folders = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
+    for split in dataset.values():
+        assert [Path(path).parent.name for path in image_paths(split)] == [folders[label] for label in split["label"]]
+    assert {row["image"].mode for split in dataset.values() for row in split} == {"RGB", "L", "CMYK", "RGBA"}
+    assert_colors_match_labels(dataset["train"])
+    assert_colors_match_labels(dataset["test"])
+
+
+def test_cub200_accepts_the_folder_the_archive_was_unpacked_into(cub_dir, datasets_cache):
+    dataset = load_cub200(cub_dir.parent, cache_dir=datasets_cache)
+    assert dataset["test"].num_rows == 6
+
+
+def test_cub200_skips_and_reports_unreadable_images(cub_dir, datasets_cache, caplog):
+    bad = [
+        str(cub_dir / "images" / "001.Black_footed_Albatross" / "corrupt.jpg"),
+        str(cub_dir / "images" / "002.Laysan_Albatross" / "truncated.jpg"),
+    ]
+    with caplog.at_level(logging.WARNING):
+        dataset = load_cub200(cub_dir, cache_dir=datasets_cache)
+    assert dataset.skipped_images == bad
+    assert "Skipped 2 unreadable images" in caplog.text and all(path in caplog.text for path in bad)
+    assert not set(bad) & set(image_paths(dataset["train"]) + image_paths(dataset["test"]))
+
+
+def test_cub200_without_the_scan_keeps_every_listed_image(cub_dir, datasets_cache):
+    dataset = load_cub200(cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
+    assert dataset.skipped_images == []
+    assert dataset["train"].num_rows == 7 and dataset["test"].num_rows == 7
+
+
+def test_missing_image_is_skipped_or_an_error(cub_dir, datasets_cache):
+    missing = cub_dir / "images" / "002.Laysan_Albatross" / "Laysan_Albatross_0001.jpg"
+    missing.unlink()
+    assert str(missing) in load_cub200(cub_dir, cache_dir=datasets_cache).skipped_images
+    with pytest.raises(ValueError, match="do not exist.*Laysan_Albatross_0001.jpg"):
+        load_cub200(cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
+
+
+def test_find_unreadable_images(cub_dir):
+    good = sorted(str(path) for path in (cub_dir / "images").rglob("*_000[1-4].*"))
+    corrupt = str(cub_dir / "images" / "001.Black_footed_Albatross" / "corrupt.jpg")
+    truncated = cub_dir / "images" / "002.Laysan_Albatross" / "truncated.jpg"
+    missing = str(cub_dir / "images" / "nope.jpg")
+    assert len(good) == 12
+    assert find_unreadable_images([truncated, *good, missing, corrupt], num_workers=2) == [
+        str(truncated),
+        missing,
+        corrupt,
+    ]
+    assert find_unreadable_images(good) == []
+
+
+@pytest.mark.parametrize("file_name", ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"])
+def test_cub200_missing_file_names_path_and_layout(cub_dir, file_name):
+    (cub_dir / file_name).unlink()
+    with pytest.raises(ValueError, match=f"{cub_dir / file_name} not found: expected the official CUB_200_2011"):
+        load_cub200(cub_dir)
+
+
+def test_cub200_missing_images_folder(cub_dir):
+    (cub_dir / "images").rename(cub_dir / "pictures")
+    with pytest.raises(ValueError, match=f"{cub_dir / 'images'} is not a directory: expected the official CUB_200"):
+        load_cub200(cub_dir)
+
+
+def test_cub200_id_missing_from_one_file(cub_dir):
+    labels_file = cub_dir / "image_class_labels.txt"
+    labels_file.write_text("".join(line + "\n" for line in labels_file.read_text().splitlines() if line[:2] != "7 "))
+    with pytest.raises(ValueError, match=r"image_class_labels.txt does not list the same images.*'7'"):
+        load_cub200(cub_dir)
+
+
+def test_cub200_unknown_class_id(cub_dir):
+    classes_file = cub_dir / "classes.txt"
+    classes_file.write_text(classes_file.read_text().replace("3 003.Sooty_Albatross\n", ""))
+    with pytest.raises(ValueError, match="class ids that are not in .*classes.txt: '3'"):
+        load_cub200(cub_dir)
+
+
+def test_nabirds_sparse_class_ids(nabirds_dir, datasets_cache):
+    dataset = load_nabirds(nabirds_dir, cache_dir=datasets_cache)
+    assert dataset.skipped_images == []
+    assert dataset["train"].num_rows == 6 and dataset["test"].num_rows == 6
+    # Leaf classes only, sorted by integer id (295 < 313 < 1010), names from classes.txt.
+    names = ["Mallard (Male)", "Wood Duck (Female/Immature)", "Northern Cardinal (Adult Male)"]
+    assert dataset["train"].features["label"].names == names
+    for split in dataset.values():
+        for path, label in zip(image_paths(split), split["label"], strict=True):
+            assert Path(path).parent.name == {0: "0295", 1: "0313", 2: "1010"}[label]
+        assert_colors_match_labels(split)
+
+
+def test_nabirds_skips_unreadable_images(tmp_path, datasets_cache):
+    dataset = load_nabirds(make_nabirds_tree(tmp_path, with_bad_files=True), cache_dir=datasets_cache)
+    assert [Path(path).name for path in dataset.skipped_images] == ["corrupt.jpg"]
+    assert dataset["train"].num_rows == 6
+
+
+def test_nabirds_missing_split_file(nabirds_dir):
+    (nabirds_dir / "train_test_split.txt").unlink()
+    with pytest.raises(ValueError, match="train_test_split.txt not found: expected the official NABirds archive"):
+        load_nabirds(nabirds_dir)
+
+
+def test_image_folders(image_folders, datasets_cache):
+    dataset = load_image_folders(image_folders / "train", image_folders / "validation", cache_dir=datasets_cache)
+    assert set(dataset) == {"train", "validation"}
+    assert dataset["train"].num_rows == 9 and dataset["validation"].num_rows == 9
+    assert dataset["validation"].features["label"].names == list(FOLDER_CLASS_NAMES)
+    for split in dataset.values():
+        for path, label in zip(image_paths(split), split["label"], strict=True):
+            assert Path(path).parent.name == FOLDER_CLASS_NAMES[label]
+        assert_colors_match_labels(split)
+
+
+def test_image_folders_class_mismatch(tmp_path):
+    make_image_folders(tmp_path, splits=("train",))
+    make_image_folders(tmp_path, splits=("test",), class_names=("Acadian Flycatcher", "Barn Swallow", "Blue Jay"))
+    with pytest.raises(ValueError) as error:
+        load_image_folders(tmp_path / "train", test_dir=tmp_path / "test")
+    message = str(error.value)
+    assert str(tmp_path / "train") in message and str(tmp_path / "test") in message
+    assert "'Cape May Warbler'" in message and "'Blue Jay'" in message
+
+
+def test_image_folders_empty_class_folder(image_folders):
+    (image_folders / "train" / "Dark-eyed Junco").mkdir()
+    with pytest.raises(ValueError, match=f"Class folder {image_folders / 'train' / 'Dark-eyed Junco'} contains no"):
+        load_image_folders(image_folders / "train")
+
+
+def test_image_folders_missing_directory(tmp_path):
+    with pytest.raises(ValueError, match="train_dir=.*nowhere.* is not a directory"):
+        load_image_folders(tmp_path / "nowhere")
+
+
+def test_image_folders_with_special_characters_in_file_names(tmp_path, datasets_cache):
+    make_image_folders(tmp_path, splits=("train",), class_names=("Acadian [Flycatcher]*",), images_per_class=2)
+    dataset = load_image_folders(tmp_path / "train", cache_dir=datasets_cache)
+    assert dataset["train"].num_rows == 2
+
+
+def label_dataset(counts: list[int]) -> Dataset:
+    """A dataset with only a `label` column: `counts[c]` rows of class c, classes interleaved."""
+    labels = [label for label, count in enumerate(counts) for _ in range(count)]
+    labels = [labels[i] for i in np.random.default_rng(0).permutation(len(labels))]
+    names = [f"class {label}" for label in range(len(counts))]
+    return Dataset.from_dict({"label": labels}, features=Features({"label": ClassLabel(names=names)}))
+
+
+def test_split_validation_is_stratified_seeded_and_disjoint():
+    dataset = label_dataset([30, 20, 10, 3, 2]).add_column("row", list(range(65)))
+    train, validation = split_validation(dataset, percentage=10, seed=0)
+    assert set(train["row"]).isdisjoint(validation["row"]) and len(train) + len(validation) == len(dataset)
+    # round(10% of each class), at least one per class: 3, 2, 1, 1, 1.
+    assert np.bincount(list(validation["label"])).tolist() == [3, 2, 1, 1, 1]
+    assert set(train["label"]) == set(range(5))
+    assert validation.features == dataset.features
+    again_train, again_validation = split_validation(dataset, percentage=10, seed=0)
+    assert list(again_validation["row"]) == list(validation["row"]) and list(again_train["row"]) == list(train["row"])
+    assert list(split_validation(dataset, percentage=10, seed=1)[1]["row"]) != list(validation["row"])
+
+
+def test_split_validation_single_image_class_stays_in_train(caplog):
+    with caplog.at_level(logging.WARNING):
+        train, validation = split_validation(label_dataset([4, 1]), percentage=50, seed=0)
+    assert sorted(train["label"]) == [0, 0, 1] and list(validation["label"]) == [0, 0]
+    assert "'class 1'" in caplog.text
+
+
+@pytest.mark.parametrize("percentage", [0, 100, -5, 150])
+def test_split_validation_rejects_bad_percentage(percentage):
+    with pytest.raises(ValueError, match="strictly between 0 and 100"):
+        split_validation(label_dataset([4, 4]), percentage=percentage, seed=0)
+
+
+def test_split_validation_needs_class_label():
+    with pytest.raises(ValueError, match="'label' ClassLabel"):
+        split_validation(Dataset.from_dict({"label": [0, 1, 0, 1]}), percentage=50, seed=0)
+
+
+def hub_like(monkeypatch, dataset_dict: DatasetDict) -> None:
+    """Makes `load_hub_dataset` receive `dataset_dict` from `load_dataset`, offline."""
+    monkeypatch.setattr(fgvc_datasets, "load_dataset", lambda name, **kwargs: dataset_dict)
+
+
+def test_load_hub_dataset_renames_columns(monkeypatch):
+    features = Features(
+        {
+            "img": Image(),
+            "fine_label": ClassLabel(names=["apple", "bear"]),
+            "coarse_label": ClassLabel(names=["fruit", "mammal", "other"]),
+        }
+    )
+    split = Dataset.from_dict({"img": [None, None], "fine_label": [1, 0], "coarse_label": [1, 0]}, features=features)
+    hub_like(monkeypatch, DatasetDict({"train": split, "test": split}))
+    dataset = load_hub_dataset("uoft-cs/cifar100")
+    assert dataset["train"].column_names == ["image", "label"]
+    assert dataset["test"].features["label"].names == ["apple", "bear"]
+    assert list(dataset["train"]["label"]) == [1, 0]
+
+
+def test_load_hub_dataset_encodes_string_labels_consistently(monkeypatch):
+    features = Features({"image": Image(), "labels": Value("string")})
+    train = Dataset.from_dict({"image": [None, None], "labels": ["wren", "crow"]}, features=features)
+    test = Dataset.from_dict({"image": [None], "labels": ["owl"]}, features=features)
+    hub_like(monkeypatch, DatasetDict({"train": train, "test": test}))
+    dataset = load_hub_dataset("some/birds")
+    assert dataset["test"].features["label"].names == ["crow", "owl", "wren"]
+    assert list(dataset["train"]["label"]) == [2, 0] and list(dataset["test"]["label"]) == [1]
+
+
+def test_load_hub_dataset_ambiguous_columns(monkeypatch):
+    features = Features({"photo_a": Image(), "photo_b": Image(), "label": ClassLabel(names=["a"])})
+    split = Dataset.from_dict({"photo_a": [None], "photo_b": [None], "label": [0]}, features=features)
+    hub_like(monkeypatch, DatasetDict({"train": split}))
+    with pytest.raises(ValueError, match="pass image_column="):
+        load_hub_dataset("some/ambiguous")
+    assert load_hub_dataset("some/ambiguous", image_column="photo_b")["train"].column_names == ["image", "label"]

@@ -1,0 +1,178 @@
+"""Tests of `modeling_pim.transforms`."""
+
+import pickle
+from types import SimpleNamespace
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from transformers.image_processing_backends import TorchvisionBackend
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+
+from modeling_pim.fgvc_datasets import load_cub200
+from modeling_pim.transforms import (
+    ConvertToRGB,
+    build_eval_transform,
+    build_train_transform,
+    collate_fn,
+    make_transform_fn,
+)
+
+
+class BilinearProcessor(TorchvisionBackend):
+    """A transformers image processor with the PIM evaluation steps at a small size."""
+
+    resample = PILImageResampling.BILINEAR
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"height": 48, "width": 56}
+    crop_size = {"height": 40, "width": 44}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+
+def plain_processor(**overrides) -> SimpleNamespace:
+    """An object with just the attributes the transforms read."""
+    attributes = {
+        "size": {"height": 48, "width": 56},
+        "crop_size": {"height": 40, "width": 44},
+        "image_mean": IMAGENET_DEFAULT_MEAN,
+        "image_std": IMAGENET_DEFAULT_STD,
+    }
+    return SimpleNamespace(**{**attributes, **overrides})
+
+
+def random_image(mode: str, height: int = 37, width: int = 61, seed: int = 0) -> PIL.Image.Image:
+    """A random image of any PIL `mode`; palette images get a transparent colour when the mode is "P"."""
+    rng = np.random.default_rng(seed)
+    rgba = PIL.Image.fromarray(rng.integers(0, 256, (height, width, 4), dtype=np.uint8), "RGBA")
+    if mode == "P":
+        image = rgba.convert("RGB").quantize(16)
+        image.info["transparency"] = 3
+        return image
+    return rgba.convert(mode)
+
+
+IMAGE_MODES = ["RGB", "RGBA", "L", "LA", "CMYK", "P", "1", "I;16", "YCbCr"]
+
+
+@pytest.mark.parametrize("mode", IMAGE_MODES)
+@pytest.mark.parametrize("build", [build_train_transform, build_eval_transform])
+def test_output_shape_and_dtype_for_every_mode(build, mode):
+    output = build(plain_processor())(random_image(mode))
+    assert type(output) is torch.Tensor
+    assert output.shape == (3, 40, 44) and output.dtype == torch.float32 and torch.isfinite(output).all()
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L", "LA", "CMYK", "P"])
+def test_eval_transform_equals_processor(mode):
+    processor = BilinearProcessor()
+    transform = build_eval_transform(processor)
+    for height, width in [(37, 61), (120, 90), (48, 56)]:
+        image = random_image(mode, height, width)
+        expected = processor(image, return_tensors="pt")["pixel_values"][0]
+        # Only float rounding differs (the processor fuses the 1/255 rescale into the normalisation): about 5e-7.
+        torch.testing.assert_close(transform(image), expected, rtol=0, atol=1e-5)
+
+
+def test_convert_to_rgb_composites_transparency_onto_white():
+    image = PIL.Image.new("RGBA", (2, 1), (10, 20, 30, 255))
+    image.putpixel((1, 0), (10, 20, 30, 0))
+    assert list(ConvertToRGB()(image).getdata()) == [(10, 20, 30), (255, 255, 255)]
+    palette = random_image("P")
+    transparent = tuple(np.argwhere(np.asarray(palette) == 3)[0][::-1].tolist())
+    assert ConvertToRGB()(palette).getpixel(transparent) == (255, 255, 255)
+    with pytest.raises(TypeError, match="expects a PIL.Image.Image"):
+        ConvertToRGB()(torch.zeros(3, 4, 4))
+
+
+def test_train_transform_without_randomness_equals_eval_transform():
+    processor = plain_processor(crop_size={"height": 48, "width": 56})
+    train = build_train_transform(processor, horizontal_flip=False, blur_probability=0, sharpness_probability=0)
+    image = random_image("RGB")
+    torch.testing.assert_close(train(image), build_eval_transform(processor)(image), rtol=0, atol=0)
+
+
+def test_train_transform_steps_and_randomness():
+    transform = build_train_transform(plain_processor(), blur_probability=1.0, sharpness_probability=1.0)
+    names = [type(step).__name__ for step in transform.transforms]
+    assert names == [
+        "ConvertToRGB",
+        "ToImage",
+        "Resize",
+        "RandomCrop",
+        "RandomHorizontalFlip",
+        "RandomApply",
+        "RandomAdjustSharpness",
+        "ToDtype",
+        "Normalize",
+        "ToPureTensor",
+    ]
+    image = random_image("RGB")
+    torch.manual_seed(0)
+    first = transform(image)
+    torch.manual_seed(0)
+    torch.testing.assert_close(transform(image), first)
+    assert not torch.equal(transform(image), first)
+
+
+def test_processor_without_center_crop_keeps_the_resize():
+    processor = plain_processor(do_center_crop=False, crop_size=None)
+    assert build_eval_transform(processor)(random_image("RGB")).shape == (3, 48, 56)
+    assert build_train_transform(processor)(random_image("RGB")).shape == (3, 48, 56)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"size": None}, r"\.size is None: expected \{'height': H, 'width': W\}"),
+        ({"size": {"shortest_edge": 48}}, r"\.size is \{'shortest_edge': 48\}"),
+        ({"crop_size": {"height": 64, "width": 44}}, "crop_size=.* is larger than its size"),
+        ({"image_std": None}, "image_std=None: both must be set"),
+        ({"do_rescale": False}, "only support rescaling 8-bit images"),
+        ({"do_resize": False}, "do_resize is False"),
+        ({"resample": "sideways"}, "resample='sideways' is not a PIL resampling filter"),
+    ],
+)
+def test_bad_processor_attributes_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_eval_transform(plain_processor(**overrides))
+
+
+def test_bad_probability():
+    with pytest.raises(ValueError, match="blur_probability=1.5 must be a probability"):
+        build_train_transform(plain_processor(), blur_probability=1.5)
+
+
+def test_transforms_and_transform_fn_pickle():
+    for transform in (build_train_transform(plain_processor()), build_eval_transform(plain_processor())):
+        restored = pickle.loads(pickle.dumps(make_transform_fn(transform)))
+        assert restored({"image": [random_image("RGB")], "label": [1]})["pixel_values"][0].shape == (3, 40, 44)
+
+
+def test_with_transform_and_collate_on_a_dataset(cub_dir, datasets_cache):
+    dataset = load_cub200(cub_dir, cache_dir=datasets_cache)["train"]
+    dataset = dataset.with_transform(make_transform_fn(build_train_transform(BilinearProcessor())))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_fn)
+    batches = list(loader)
+    assert [batch["pixel_values"].shape for batch in batches] == [(4, 3, 40, 44), (2, 3, 40, 44)]
+    assert all(batch["pixel_values"].dtype == torch.float32 for batch in batches)
+    labels = torch.cat([batch["labels"] for batch in batches])
+    assert labels.dtype == torch.long and labels.tolist() == [0, 0, 1, 1, 2, 2]
+
+
+def test_transform_fn_without_labels():
+    output = make_transform_fn(build_eval_transform(plain_processor()))({"image": [random_image("L")]})
+    assert list(output) == ["pixel_values"]
+    assert list(collate_fn([{"pixel_values": output["pixel_values"][0]}])) == ["pixel_values"]
+
+
+def test_collate_fn_errors():
+    with pytest.raises(ValueError, match="different shapes"):
+        collate_fn([{"pixel_values": torch.zeros(3, 4, 4)}, {"pixel_values": torch.zeros(3, 4, 5)}])
+    with pytest.raises(ValueError, match="torch.uint8 pixel values"):
+        collate_fn([{"pixel_values": torch.zeros(3, 4, 4, dtype=torch.uint8)}])
