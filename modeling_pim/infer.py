@@ -1,0 +1,626 @@
+"""
+Batch inference with a trained PIM model on a folder of images: `pim-infer MODEL IMAGES_DIR --output_dir OUT`.
+
+`MODEL` is a folder written by `save_pretrained` (a training `output_dir` or a `checkpoint-*` folder) or a Hub model
+id, loaded with `trust_remote_code=True`: the model's own code is run, so only give Hub ids you trust. `IMAGES_DIR` is
+either
+
+- a flat folder of unlabeled images (`IMAGES_DIR/*.jpg`): predictions only, or
+- a folder of class folders (`IMAGES_DIR/<class name>/**/*.jpg`, used when `IMAGES_DIR` holds no image itself):
+  predictions plus the accuracy of the model's final head. A class folder matches a class of the model when its name
+  equals a name of `config.id2label`, or equals it after dropping a leading number (`001.`) and underscores, case
+  insensitively (the CUB-200-2011 folder `001.Black_footed_Albatross` matches the class `Black footed Albatross`).
+  A class folder that matches no class is an error naming the folder: an unknown class would silently count as a
+  wrong prediction. `--ignore_labels` predicts without labels instead.
+
+Files whose extension is not an image format PIL opens are ignored; image files that cannot be decoded (not an
+image, corrupt, truncated) are skipped, listed and counted, never a crash.
+
+Outputs in `--output_dir`:
+
+- `predictions.csv`: `path` (relative to `IMAGES_DIR`), `label` (class folders only), then
+  `top1_label, top1_probability, ..., topK_label, topK_probability`.
+- `infer_results.json`: counts and skipped files; with class folders also top-1, top-5 and mean per-class accuracy,
+  per-class accuracy and the most confused pairs. Accuracy is that of `logits`, the final head, never a maximum over
+  heads.
+- `confusion_matrix.png` (class folders only): row-normalised, classes sorted by id, readable at 200 classes.
+"""
+
+import argparse
+import csv
+import difflib
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+from huggingface_hub import is_offline_mode
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers.utils import cached_file, logging
+
+from .image_processing_pim import PimImageProcessor
+from .metrics import classification_metrics
+
+
+logger = logging.get_logger(__name__)
+
+# Extensions of the formats PIL can open (lower case, with the dot).
+IMAGE_EXTENSIONS = frozenset(
+    extension for extension, image_format in PIL.Image.registered_extensions().items() if image_format in PIL.Image.OPEN
+)
+PREDICTIONS_FILENAME = "predictions.csv"
+RESULTS_FILENAME = "infer_results.json"
+CONFUSION_MATRIX_FILENAME = "confusion_matrix.png"
+# Above this many classes the confusion matrix has class indices instead of names on its axes.
+MAX_NAMED_CLASSES = 60
+NUM_CONFUSED_PAIRS = 10
+TOP5 = 5
+
+
+class UserInputError(Exception):
+    """A problem with what the user asked for (a path, an id, an option): reported without a traceback."""
+
+
+@dataclass
+class ImageSet:
+    """The images to classify: paths relative to `root`, and each image's class id when the folder is labeled."""
+
+    root: Path
+    paths: list[str]
+    labels: list[int] | None = None
+    ignored_files: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`"auto"` → CUDA when available, else CPU; `"cuda"` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserInputError(f"--device {device} was asked for but no CUDA GPU is available: use --device cpu or auto.")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`"auto"` → bfloat16 on a GPU that supports it, else float32."""
+    if dtype == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+
+
+def _check_model_location(model_name_or_path: str) -> bool:
+    """Returns whether `model_name_or_path` is a local folder; raises when it is neither a model folder nor a Hub id."""
+    path = Path(model_name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserInputError(
+                f"Model folder {str(path)!r} has no config.json: give the output_dir of train_pim.py, one of its "
+                "checkpoint-* folders, or a folder written by `model.save_pretrained`."
+            )
+        return True
+    if path.exists():
+        raise UserInputError(
+            f"Model {str(path)!r} is a file: give the folder that holds config.json and model.safetensors."
+        )
+    try:
+        validate_repo_id(model_name_or_path)
+        looks_like_path = model_name_or_path.startswith((".", "~", os.sep))
+    except HFValidationError:
+        looks_like_path = True
+    if looks_like_path:
+        raise UserInputError(
+            f"Model folder {model_name_or_path!r} does not exist: check the path (it should hold config.json and "
+            "model.safetensors), or give a Hub model id such as 'user/pim-cub200'."
+        )
+    return False
+
+
+def load_model_and_processor(
+    model_name_or_path: str, device: torch.device, revision: str | None = None
+) -> tuple[PreTrainedModel, Any]:
+    """
+    Loads a trained model with `AutoModelForImageClassification(..., trust_remote_code=True)` in eval mode on `device`,
+    and its image processor. A model without `preprocessor_config.json` gets the paper's evaluation transform for its
+    `config.image_size` ([`PimImageProcessor.for_image_size`]), with a warning.
+
+    Raises:
+        `UserInputError`: the folder does not exist or is not a model folder, or the Hub id cannot be loaded (e.g.
+        offline and not in the cache); the message names the path or id and the fix.
+    """
+    is_local = _check_model_location(model_name_or_path)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_name_or_path, revision=revision, trust_remote_code=True
+        )
+        has_processor = (
+            cached_file(
+                model_name_or_path,
+                "preprocessor_config.json",
+                revision=revision,
+                _raise_exceptions_for_missing_entries=False,
+            )
+            is not None
+        )
+        processor = (
+            AutoImageProcessor.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=True)
+            if has_processor
+            else None
+        )
+    except (OSError, ValueError) as error:  # what transformers raises for missing, unreachable or invalid files
+        if is_local:
+            raise UserInputError(f"Could not load the model folder {model_name_or_path!r}: {error}") from error
+        if is_offline_mode():
+            raise UserInputError(
+                f"{model_name_or_path!r} is not a local folder, and the Hub is disabled (HF_HUB_OFFLINE=1) and this "
+                "model is not in the local cache: unset HF_HUB_OFFLINE, download it first (`hf download "
+                f"{model_name_or_path}`), or give the path of a model folder."
+            ) from error
+        raise UserInputError(
+            f"Could not load {model_name_or_path!r} from the Hugging Face Hub (it is not a local folder either): "
+            f"{error}\nCheck the id, your connection, and for a private model that you are logged in (`hf auth login`)."
+        ) from error
+    if processor is None:
+        image_size = getattr(model.config, "image_size", None)
+        if not isinstance(image_size, int):
+            raise UserInputError(
+                f"{model_name_or_path!r} has no preprocessor_config.json and its config has no `image_size`: save the "
+                "model's image processor next to it (`processor.save_pretrained`)."
+            )
+        logger.warning(
+            f"{model_name_or_path!r} has no preprocessor_config.json: using PimImageProcessor.for_image_size"
+            f"({image_size}) (resize to {image_size}×510/384, center crop, ImageNet normalisation). If the model was "
+            "trained with other statistics, save its processor next to it."
+        )
+        processor = PimImageProcessor.for_image_size(image_size)
+    return model.to(device).eval(), processor
+
+
+def load_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """Opens and fully decodes an image, applying its EXIF orientation (raises on unreadable files)."""
+    with PIL.Image.open(path) as image:
+        image.load()
+        return PIL.ImageOps.exif_transpose(image)
+
+
+def _files_under(directory: Path) -> list[Path]:
+    """Every visible file under `directory`, recursively, sorted (macOS `__MACOSX` folders excluded)."""
+    return sorted(
+        path
+        for path in directory.rglob("*")
+        if path.is_file()
+        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(directory).parts)
+    )
+
+
+def _normalise_class_name(name: str) -> str:
+    """'001.Black_footed_Albatross' and 'Black footed Albatross' → 'black footed albatross'."""
+    return re.sub(r"^\d+[.\-_ ]", "", name).replace("_", " ").strip().casefold()
+
+
+def match_class_folders(folder_names: Sequence[str], label2id: dict[str, int]) -> dict[str, int]:
+    """
+    Maps class folder names to the model's class ids: exact name first, then the normalised name (leading number and
+    underscores dropped, case-insensitive) when it identifies one class.
+
+    Raises:
+        `UserInputError`: some folders match no class; the message names them with the closest class names.
+    """
+    normalised: dict[str, list[int]] = {}
+    for name, class_id in label2id.items():
+        normalised.setdefault(_normalise_class_name(name), []).append(int(class_id))
+    mapping, unknown = {}, []
+    for folder in folder_names:
+        candidates = normalised.get(_normalise_class_name(folder), [])
+        if folder in label2id:
+            mapping[folder] = int(label2id[folder])
+        elif len(candidates) == 1:
+            mapping[folder] = candidates[0]
+        else:
+            unknown.append(folder)
+    if unknown:
+        hints = []
+        for folder in unknown[:5]:
+            close = difflib.get_close_matches(folder, list(label2id), n=3, cutoff=0.5)
+            hints.append(f"  {folder!r}" + (f" (closest classes: {', '.join(map(repr, close))})" if close else ""))
+        more = f"\n  ... and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UserInputError(
+            f"{len(unknown)} class folder(s) match no class of the model:\n" + "\n".join(hints) + more + "\n"
+            f"The model knows {len(label2id)} classes (`id2label` in its config.json). Rename the folders to those "
+            "names, or pass --ignore_labels to predict without computing accuracy."
+        )
+    return mapping
+
+
+def list_image_folder(images_dir: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """
+    Checks that `images_dir` is a folder with at least one image file (at any depth) and returns it with every
+    visible file under it, sorted.
+
+    Raises:
+        `UserInputError`: the folder does not exist, is a file, or holds no image file.
+    """
+    root = Path(images_dir).expanduser()
+    if not root.exists():
+        raise UserInputError(f"Image folder {str(root)!r} does not exist.")
+    if not root.is_dir():
+        raise UserInputError(
+            f"{str(root)!r} is a file, not a folder of images: put the images in a folder (use pim-heatmap for a "
+            "single image)."
+        )
+    files = _files_under(root)
+    if not any(path.suffix.lower() in IMAGE_EXTENSIONS for path in files):
+        raise UserInputError(
+            f"Image folder {str(root)!r} contains no image file (extensions such as .jpg, .jpeg, .png, .webp): "
+            f"found {len(files)} other file(s)."
+        )
+    return root, files
+
+
+def collect_images(root: Path, files: Sequence[Path], label2id: dict[str, int] | None) -> ImageSet:
+    """
+    Chooses the images to classify among the `files` of `root` ([`list_image_folder`]): the image files directly in
+    `root` (unlabeled) or, when it has none, the images of its class folders (labeled, matched to `label2id` by
+    [`match_class_folders`]). With `label2id=None` every image under `root` is chosen, unlabeled. The other files are
+    returned as `ignored_files`.
+
+    Raises:
+        `UserInputError`: some class folders match no class of the model.
+    """
+    is_image = [path.suffix.lower() in IMAGE_EXTENSIONS for path in files]
+    flat = label2id is not None and any(image and path.parent == root for path, image in zip(files, is_image))
+    images = [path for path, image in zip(files, is_image) if image and (path.parent == root or not flat)]
+    chosen = set(images)
+    paths = [path.relative_to(root).as_posix() for path in images]
+    ignored = [path.relative_to(root).as_posix() for path in files if path not in chosen]
+    if label2id is None or flat:
+        return ImageSet(root, paths, None, ignored)
+    folders = [path.split("/", 1)[0] for path in paths]
+    class_of_folder = match_class_folders(sorted(set(folders)), label2id)
+    return ImageSet(root, paths, [class_of_folder[folder] for folder in folders], ignored)
+
+
+class ImageFileDataset(Dataset):
+    """Decodes and preprocesses one image per item; an unreadable image gives its error instead of pixel values."""
+
+    def __init__(self, root: Path, paths: Sequence[str], processor: Any):
+        self.root = root
+        self.paths = list(paths)
+        self.processor = processor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            image = load_image(self.root / self.paths[index])
+            pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+        except Exception as error:  # Whatever PIL plugin or conversion fails, the file is unusable: skip it.
+            return {"index": index, "pixel_values": None, "error": f"{type(error).__name__}: {error}"}
+        return {"index": index, "pixel_values": pixel_values, "error": None}
+
+
+def collate_images(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stacks the readable images of a batch and keeps the errors of the others."""
+    readable = [item for item in items if item["error"] is None]
+    return {
+        "indices": [item["index"] for item in readable],
+        "pixel_values": torch.stack([item["pixel_values"] for item in readable]) if readable else None,
+        "errors": [(item["index"], item["error"]) for item in items if item["error"] is not None],
+    }
+
+
+@torch.inference_mode()
+def predict(
+    model: PreTrainedModel,
+    processor: Any,
+    images: ImageSet,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[np.ndarray, list[int], dict[int, str]]:
+    """
+    Classifies `images` in batches.
+
+    Returns:
+        `(logits, indices, errors)`: the final head's `logits` as a float32 array `(M, K)` for the `M` readable
+        images, their indices in `images.paths`, and the error of every unreadable image by index.
+    """
+    device = model.device
+    loader = DataLoader(
+        ImageFileDataset(images.root, images.paths, processor),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+        pin_memory=device.type == "cuda",
+    )
+    all_logits, indices, errors = [], [], {}
+    for batch in tqdm(loader, desc="Classifying", unit="batch", disable=None):
+        errors.update(batch["errors"])
+        if batch["pixel_values"] is None:
+            continue
+        pixel_values = batch["pixel_values"].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(pixel_values=pixel_values).logits
+        all_logits.append(logits.float().cpu().numpy())
+        indices.extend(batch["indices"])
+    num_labels = model.config.num_labels
+    return np.concatenate(all_logits) if all_logits else np.zeros((0, num_labels), np.float32), indices, errors
+
+
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> np.ndarray:
+    """`(K, K)` counts: row = true class, column = predicted class."""
+    matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
+def evaluation_report(logits: np.ndarray, labels: np.ndarray, id2label: dict[int, str]) -> dict[str, Any]:
+    """
+    Accuracy of the final head's `logits` as training reports it ([`modeling_pim.metrics.classification_metrics`]:
+    top-1, top-5 and mean per-class accuracy over the classes that have images), plus each class's accuracy and
+    count, the most confused (true, predicted) pairs and the confusion matrix.
+    """
+    num_labels = logits.shape[1]
+    predictions = logits.argmax(axis=1)
+    matrix = confusion_matrix(labels, predictions, num_labels)
+    counts = matrix.sum(axis=1)
+    present = np.flatnonzero(counts)
+    per_class = {
+        id2label[int(class_id)]: {
+            "accuracy": float(matrix[class_id, class_id] / counts[class_id]),
+            "count": int(counts[class_id]),
+        }
+        for class_id in present
+    }
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0)
+    true_ids, predicted_ids = np.nonzero(errors)
+    order = sorted(zip(true_ids, predicted_ids), key=lambda pair: (-errors[pair], pair))[:NUM_CONFUSED_PAIRS]
+    return {
+        "count": int(len(labels)),
+        **classification_metrics(logits, labels, top_k=TOP5),
+        "per_class_accuracy": per_class,
+        "most_confused_pairs": [
+            {
+                "true_label": id2label[int(true_id)],
+                "predicted_label": id2label[int(predicted_id)],
+                "count": int(errors[true_id, predicted_id]),
+                "fraction_of_true_class": float(errors[true_id, predicted_id] / counts[true_id]),
+            }
+            for true_id, predicted_id in order
+        ],
+        "confusion_matrix": matrix,
+    }
+
+
+def plot_confusion_matrix(matrix: np.ndarray, id2label: dict[int, str], path: str | os.PathLike, title: str) -> None:
+    """
+    Saves the row-normalised confusion matrix of the classes that occur (as truth or prediction), sorted by class id,
+    on a square-root colour scale.
+    Up to `MAX_NAMED_CLASSES` classes the axes carry the class names; beyond, class ids every few rows, so that 200
+    classes stay readable on a large figure.
+    """
+    shown = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))
+    counts = matrix[np.ix_(shown, shown)].astype(np.float64)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    num_shown = len(shown)
+    side = float(np.clip(4 + 0.09 * num_shown, 6, 24))
+    figure = Figure(figsize=(side + 1.5, side), layout="constrained")
+    axes = figure.add_subplot()
+    # A square-root colour scale keeps the rare confusions of a large matrix visible next to its diagonal.
+    scale = PowerNorm(gamma=0.5, vmin=0, vmax=1)
+    image = axes.imshow(normalised, cmap="Blues", norm=scale, interpolation="nearest")
+    figure.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true class (square-root scale)")
+    if num_shown <= MAX_NAMED_CLASSES:
+        names = [id2label[int(class_id)] for class_id in shown]
+        font_size = 9 if num_shown <= 20 else 6
+        axes.set_xticks(range(num_shown), names, rotation=90, fontsize=font_size)
+        axes.set_yticks(range(num_shown), names, fontsize=font_size)
+    else:
+        ticks = range(0, num_shown, max(1, num_shown // 20))
+        axes.set_xticks(ticks, [str(shown[tick]) for tick in ticks], rotation=90, fontsize=7)
+        axes.set_yticks(ticks, [str(shown[tick]) for tick in ticks], fontsize=7)
+    if num_shown <= 15:
+        for row in range(num_shown):
+            for column in range(num_shown):
+                if counts[row, column]:
+                    colour = "white" if normalised[row, column] > 0.5 else "black"
+                    value = f"{normalised[row, column]:.2f}"
+                    axes.text(column, row, value, ha="center", va="center", fontsize=8, color=colour)
+    what = "class" if num_shown <= MAX_NAMED_CLASSES else "class id (config.id2label)"
+    axes.set_xlabel(f"predicted {what}")
+    axes.set_ylabel(f"true {what}")
+    axes.set_title(title)
+    figure.savefig(path, dpi=100)
+
+
+def write_predictions(
+    path: Path, images: ImageSet, logits: np.ndarray, indices: list[int], id2label: dict[int, str], top_k: int
+) -> None:
+    """
+    Writes `predictions.csv`: one row per readable image, its true label (when labeled) and its top-k classes with
+    their softmax probabilities.
+    """
+    probabilities = torch.from_numpy(logits).softmax(dim=-1).numpy()
+    top_k = min(top_k, probabilities.shape[1])
+    header = ["path"] + (["label"] if images.labels is not None else [])
+    for rank in range(1, top_k + 1):
+        header += [f"top{rank}_label", f"top{rank}_probability"]
+    ranked = np.argsort(-logits, axis=1, kind="stable")[:, :top_k]
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(header)
+        for row, index in enumerate(indices):
+            values = [images.paths[index]] + ([id2label[images.labels[index]]] if images.labels is not None else [])
+            for class_id in ranked[row]:
+                values += [id2label[int(class_id)], f"{probabilities[row, class_id]:.6f}"]
+            writer.writerow(values)
+
+
+def run_inference(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs `pim-infer` with parsed arguments; returns what it wrote to `infer_results.json`."""
+    device = resolve_device(args.device)
+    root, files = list_image_folder(args.images_dir)  # a bad folder fails before the model is loaded
+    model, processor = load_model_and_processor(args.model, device, revision=args.revision)
+    id2label = {int(class_id): name for class_id, name in model.config.id2label.items()}
+    label2id = None if args.ignore_labels else {name: class_id for class_id, name in id2label.items()}
+    images = collect_images(root, files, label2id)
+    labeled = images.labels is not None
+    print(
+        f"Classifying {len(images.paths)} images of {images.root} ({'class folders' if labeled else 'unlabeled'}) "
+        f"with {args.model} on {device}."
+    )
+    dtype = resolve_dtype(args.dtype, device)
+    logits, indices, errors = predict(model, processor, images, args.batch_size, args.num_workers, dtype)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_predictions(output_dir / PREDICTIONS_FILENAME, images, logits, indices, id2label, args.top_k)
+    results: dict[str, Any] = {
+        "model": args.model,
+        "images_dir": str(images.root),
+        "head": "final (logits)",
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "num_images": len(images.paths),
+        "num_predicted": len(indices),
+        "num_skipped": len(errors),
+        "skipped_files": [{"path": images.paths[index], "reason": errors[index]} for index in sorted(errors)],
+        "ignored_files": images.ignored_files,
+    }
+    if labeled and indices:
+        labels = np.asarray([images.labels[index] for index in indices])
+        metrics = evaluation_report(logits, labels, id2label)
+        plot_confusion_matrix(
+            metrics.pop("confusion_matrix"),
+            id2label,
+            output_dir / CONFUSION_MATRIX_FILENAME,
+            f"{Path(str(args.model)).name}: top-1 {metrics['accuracy']:.2%} on {len(labels)} images (final head)",
+        )
+        results.update(metrics, confusion_matrix_png=CONFUSION_MATRIX_FILENAME)
+    with open(output_dir / RESULTS_FILENAME, "w", encoding="utf-8") as file:
+        json.dump(results, file, indent=2, ensure_ascii=False)
+    return results
+
+
+def print_summary(results: dict[str, Any], output_dir: str) -> None:
+    """Prints the counts, skipped files, accuracy and most confused pairs of a run."""
+    print(f"Predicted {results['num_predicted']} of {results['num_images']} images; skipped {results['num_skipped']}.")
+    for skipped in results["skipped_files"]:
+        print(f"  skipped {skipped['path']}: {skipped['reason']}")
+    if results["ignored_files"]:
+        print(f"  ignored {len(results['ignored_files'])} other files (listed in {RESULTS_FILENAME}).")
+    if "accuracy" in results:
+        print(
+            f"Final head: top-1 {results['accuracy']:.2%}, top-5 {results['top5_accuracy']:.2%}, "
+            f"mean per-class {results['mean_per_class_accuracy']:.2%} ({results['count']} images)."
+        )
+        if results["most_confused_pairs"]:
+            print("Most confused (true → predicted: count, fraction of the true class):")
+        for pair in results["most_confused_pairs"]:
+            print(
+                f"  {pair['true_label']} → {pair['predicted_label']}: {pair['count']} "
+                f"({pair['fraction_of_true_class']:.0%})"
+            )
+    written = [PREDICTIONS_FILENAME, RESULTS_FILENAME]
+    if "confusion_matrix_png" in results:
+        written.append(results["confusion_matrix_png"])
+    print(f"Wrote {', '.join(str(Path(output_dir) / name) for name in written)}.")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `model`, `--revision`, `--device` and `--dtype` arguments shared by `pim-infer` and `pim-heatmap`."""
+    parser.add_argument(
+        "model", help="A folder written by save_pretrained (e.g. the output_dir of train_pim.py) or a Hub model id."
+    )
+    parser.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub model (default: main).")
+    parser.add_argument(
+        "--device", default="auto", help="'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."
+    )
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "float32", "bfloat16"),
+        help="Compute precision: 'auto' is bfloat16 autocast on a GPU that supports it, float32 otherwise.",
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="pim-infer",
+        description="Classify a folder of images with a trained PIM model; with class folders, also measure accuracy.",
+    )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "images_dir",
+        help="A flat folder of images (predictions only) or a folder of <class name>/ folders (and accuracy).",
+    )
+    parser.add_argument("--output_dir", required=True, help="Where predictions.csv, infer_results.json and plots go.")
+    parser.add_argument("--top_k", type=int, default=5, help="Number of classes per image in predictions.csv.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
+    parser.add_argument(
+        "--num_workers",
+        type=int,
+        default=min(8, os.cpu_count() or 1),
+        help="DataLoader processes decoding images (0: decode in the main process).",
+    )
+    parser.add_argument(
+        "--ignore_labels",
+        action="store_true",
+        help="Treat every image under images_dir as unlabeled, even in class folders (no accuracy).",
+    )
+    args = parser.parse_args(argv)
+    for name in ("top_k", "batch_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.num_workers < 0:
+        parser.error(f"--num_workers must be 0 or more, got {args.num_workers}.")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `pim-infer`: 0 on success, 1 when no image could be read, 2 on a user error."""
+    args = parse_args(argv)
+    try:
+        results = run_inference(args)
+    except UserInputError as error:
+        print(f"pim-infer: error: {error}", file=sys.stderr)
+        return 2
+    print_summary(results, args.output_dir)
+    if not results["num_predicted"]:
+        print(f"pim-infer: error: none of the {results['num_images']} image files could be read.", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = [
+    "UserInputError",
+    "collect_images",
+    "evaluation_report",
+    "list_image_folder",
+    "load_image",
+    "load_model_and_processor",
+    "main",
+    "match_class_folders",
+    "plot_confusion_matrix",
+    "predict",
+    "resolve_device",
+    "resolve_dtype",
+]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

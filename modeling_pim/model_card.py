@@ -1,0 +1,346 @@
+"""
+The Hub model card of a trained PIM model, built from its config and the training outputs (pure functions).
+
+Training outputs read from the model folder, all optional (the card is valid without them):
+
+- `eval_results.json`, `test_results.json`: `Trainer.save_metrics` files of the validation and test splits, keys
+  `{eval,test}_accuracy`, `_top5_accuracy`, `_mean_per_class_accuracy` (the final head), `_num_samples`, and the
+  per-head diagnostics `_layer{i}_accuracy` (and `_combiner_accuracy`, if present).
+- `training_recipe.json`: `{"model_args": {...}, "data_args": {...}, "training_args": {...}}` written by
+  `train_pim.py`. The dataset is `data_args["dataset"]` (`cub200`, `nabirds`, `folders`, `synthetic`, or `hub` with
+  the Hub id in `data_args["dataset_name"]`); the base model is `model_args["model_name_or_path"]` when training
+  started from a PIM checkpoint of the Hub, else the timm weights of the backbone.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .configuration_pim import PimConfig
+
+
+METRICS_FILES = {"test": "test_results.json", "eval": "eval_results.json"}
+RECIPE_FILE = "training_recipe.json"
+# Final-head metrics: key suffix → (model-index metric type, display name).
+FINAL_HEAD_METRICS = {
+    "accuracy": ("accuracy", "Top-1 accuracy"),
+    "top5_accuracy": ("top_5_accuracy", "Top-5 accuracy"),
+    "mean_per_class_accuracy": ("mean_per_class_accuracy", "Mean per-class accuracy"),
+}
+DIAGNOSTIC_METRIC = re.compile(r"^(layer\d+|combiner)_accuracy$")
+SPLIT_NAMES = {"test": "test", "eval": "validation"}
+# `--dataset` of train_pim.py → (display name, a Hub copy of the dataset for the card's `datasets` link or None).
+KNOWN_DATASETS = {
+    "cub200": ("CUB-200-2011", "bentrevett/caltech-ucsd-birds-200-2011"),
+    "nabirds": ("NABirds", None),
+    "folders": ("custom image folders", None),
+    "synthetic": ("the synthetic fine-grained demo set", None),
+}
+UNKNOWN_DATASET = ("an unspecified dataset", None)
+TRAINING_ARGS_SHOWN = (
+    "num_train_epochs",
+    "max_steps",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "optim",
+    "optim_args",
+    "weight_decay",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "max_grad_norm",
+    "label_smoothing_factor",
+    "bf16",
+    "fp16",
+    "seed",
+)
+# Arguments left out of the card: local paths and secrets mean nothing (or too much) to readers of the Hub.
+PRIVATE_ARGUMENT = re.compile(r"(^|_)(token|dir|path|file|cache|weights)(_|$)")
+WIDGET_IMAGE = "https://huggingface.co/datasets/Narsil/image_dummy/raw/main/parrots.png"
+CITATION = """@article{chou2022novel,
+  title   = {A Novel Plug-in Module for Fine-Grained Visual Classification},
+  author  = {Chou, Po-Yung and Kao, Yu-Yung and Lin, Cheng-Hung},
+  journal = {arXiv preprint arXiv:2202.03822},
+  year    = {2022}
+}"""
+
+
+@dataclass
+class TrainingOutputs:
+    """What a training run left next to the model; every part may be empty."""
+
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def read_training_outputs(model_dir: str | os.PathLike) -> TrainingOutputs:
+    """Reads `test_results.json`, `eval_results.json` and `training_recipe.json` of `model_dir` when present."""
+    model_dir = Path(model_dir)
+    outputs = TrainingOutputs()
+    for split, filename in METRICS_FILES.items():
+        path = model_dir / filename
+        if path.is_file():
+            outputs.metrics[split] = json.loads(path.read_text(encoding="utf-8"))
+    if (model_dir / RECIPE_FILE).is_file():
+        outputs.recipe = json.loads((model_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    return outputs
+
+
+def describe_dataset(recipe: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
+    """`(display name, Hub dataset id or None)` of the training data named by the recipe's `data_args`."""
+    data_args = recipe.get("data_args") or {}
+    dataset = data_args.get("dataset")
+    if dataset == "hub" and data_args.get("dataset_name"):
+        return data_args["dataset_name"], data_args["dataset_name"]
+    return KNOWN_DATASETS.get(dataset, UNKNOWN_DATASET)
+
+
+def base_model_id(config: PimConfig, recipe: dict[str, dict[str, Any]]) -> str | None:
+    """
+    What training started from: the Hub PIM checkpoint of `model_args["model_name_or_path"]`, else the Hub repository
+    of the backbone's timm weights (`timm/<name>.<tag>`) when `backbone_pretrained`; `None` for a local checkpoint or
+    a backbone trained from scratch.
+    """
+    start = (recipe.get("model_args") or {}).get("model_name_or_path")
+    if start:
+        return None if os.path.exists(start) else start
+    if not config.backbone_pretrained:
+        return None
+    pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+    return getattr(pretrained_cfg, "hf_hub_id", None) or None
+
+
+def split_metrics(metrics: dict[str, float], prefix: str) -> tuple[dict[str, float], dict[str, float]]:
+    """`(final-head metrics, per-head diagnostics)` of one `save_metrics` file, keys without the `prefix_`."""
+    final, diagnostics = {}, {}
+    for key, value in metrics.items():
+        name = key.removeprefix(f"{prefix}_")
+        if name in FINAL_HEAD_METRICS:
+            final[name] = float(value)
+        elif DIAGNOSTIC_METRIC.match(name):
+            diagnostics[name] = float(value)
+    return final, diagnostics
+
+
+def eval_results(outputs: TrainingOutputs, dataset_name: str, dataset_id: str | None) -> list[EvalResult]:
+    """The model-index entries: the final head's metrics of every split (test first)."""
+    results = []
+    for prefix, metrics in outputs.metrics.items():
+        final, _ = split_metrics(metrics, prefix)
+        for name, value in final.items():
+            metric_type, display_name = FINAL_HEAD_METRICS[name]
+            results.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Fine-grained image classification",
+                    dataset_type=dataset_id or "imagefolder",
+                    dataset_name=dataset_name,
+                    dataset_split=SPLIT_NAMES[prefix],
+                    metric_type=metric_type,
+                    metric_name=display_name,
+                    metric_value=round(value, 6),
+                )
+            )
+    return results
+
+
+def _shown_arguments(arguments: dict[str, Any], keys: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The arguments worth showing: set (not `None`, not a `-1` "unused" marker), not local paths or secrets."""
+    return {
+        key: value
+        for key, value in arguments.items()
+        if (keys is None or key in keys)
+        and value is not None
+        and value != -1
+        and not PRIVATE_ARGUMENT.search(key)
+        and not (isinstance(value, str) and os.path.isabs(value))
+    }
+
+
+def recipe_section(recipe: dict[str, dict[str, Any]]) -> str:
+    """The training recipe as YAML: the recipe's model and data arguments and the main training arguments."""
+    if not recipe:
+        return (
+            "No `training_recipe.json` was found next to the model; the architecture is fully described by "
+            "`config.json`."
+        )
+    shown = {
+        "model_args": _shown_arguments(recipe.get("model_args") or {}),
+        "data_args": _shown_arguments(recipe.get("data_args") or {}),
+        "training_args": _shown_arguments(recipe.get("training_args") or {}, TRAINING_ARGS_SHOWN),
+    }
+    shown = {key: value for key, value in shown.items() if value}
+    text = yaml.safe_dump(shown, sort_keys=False, allow_unicode=True, default_flow_style=None)
+    return (
+        f"Arguments of `train_pim.py` that were set (local paths and tokens left out):\n\n```yaml\n{text}```"
+    )
+
+
+def metrics_section(outputs: TrainingOutputs) -> str:
+    """The final head's metrics per split, then the per-head numbers labelled as diagnostics."""
+    rows, diagnostic_rows = [], []
+    for prefix, metrics in outputs.metrics.items():
+        final, diagnostics = split_metrics(metrics, prefix)
+        split = SPLIT_NAMES[prefix]
+        if f"{prefix}_num_samples" in metrics:
+            split += f" ({int(metrics[f'{prefix}_num_samples'])} images)"
+        for name, value in final.items():
+            rows.append(f"| {split} | {FINAL_HEAD_METRICS[name][1]} | {value:.2%} |")
+        for name, value in sorted(diagnostics.items()):
+            diagnostic_rows.append(f"| {split} | `{name}` | {value:.2%} |")
+    if not rows:
+        return "No evaluation results were found next to the model (`eval_results.json`, `test_results.json`)."
+    text = (
+        "Accuracy of the model's prediction, the final head (`logits`), on each split:\n\n"
+        "| split | metric | value |\n|---|---|---|\n" + "\n".join(rows)
+    )
+    if "eval" in outputs.metrics and (outputs.recipe.get("training_args") or {}).get("load_best_model_at_end"):
+        text += (
+            "\n\nThe validation split chose the checkpoint (`load_best_model_at_end`), so its numbers are "
+            "optimistic; `train_pim.py` evaluates the test split once, after training."
+        )
+    if diagnostic_rows:
+        text += (
+            "\n\n*Diagnostics*, not results: the accuracy of each intermediate head alone. The original code reported "
+            "the best of these heads chosen on the test set, an oracle; this card does not.\n\n"
+            "| split | head | accuracy |\n|---|---|---|\n" + "\n".join(diagnostic_rows)
+        )
+    return text
+
+
+def usage_section(repo_id: str) -> str:
+    """How to use the model with `pipeline` and with the Auto classes."""
+    return f"""The model's code lives in this repository: load it with `trust_remote_code=True`. It needs `timm`:
+
+```bash
+pip install transformers timm torch torchvision
+```
+
+```python
+from transformers import pipeline
+
+classifier = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)
+classifier("bird.jpg", top_k=5)
+```
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True).eval()
+inputs = processor(images=Image.open("bird.jpg"), return_tensors="pt")
+with torch.no_grad():
+    logits = model(**inputs).logits  # the final head: the model's prediction
+print(model.config.id2label[logits.argmax(-1).item()])
+```"""
+
+
+def details_section(config: PimConfig, num_parameters: int | None) -> str:
+    """The architecture in a table, from the config."""
+    rows = [
+        ("Backbone (timm)", f"`{config.backbone}`"),
+        ("Feature taps", f"`{config.feature_taps}`"),
+        ("Input size", f"{config.image_size}×{config.image_size}"),
+        ("Classes", str(config.num_labels)),
+        ("Feature pyramid", f"{config.fpn_size} channels" if config.use_fpn else "off"),
+        ("Selected tokens per layer", ", ".join(map(str, config.num_selects)) if config.use_selection else "off"),
+        ("Graph combiner", "on" if config.use_combiner else "off"),
+    ]
+    if num_parameters is not None:
+        rows.append(("Parameters", f"{num_parameters / 1e6:.1f} M"))
+    return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def build_model_card(
+    config: PimConfig,
+    repo_id: str,
+    outputs: TrainingOutputs | None = None,
+    num_parameters: int | None = None,
+    license_id: str | None = None,
+    widget_image: str = WIDGET_IMAGE,
+) -> ModelCard:
+    """
+    The model card of a PIM model: Hub metadata (library, pipeline tag, tags, base model, dataset, metrics,
+    model-index, widget) and a body with the architecture, usage, final-head results, training recipe and citation.
+
+    Args:
+        config ([`PimConfig`]): the model's config.
+        repo_id (`str`): the Hub repository the card is for (used in the usage code).
+        outputs ([`TrainingOutputs`], *optional*): metrics and recipe of the training run.
+        num_parameters (`int`, *optional*): shown in the architecture table.
+        license_id (`str`, *optional*): a Hub license id (e.g. `"mit"`); omitted from the metadata when not given.
+        widget_image (`str`): URL of the example image of the Hub's inference widget.
+    """
+    outputs = outputs or TrainingOutputs()
+    dataset_name, dataset_id = describe_dataset(outputs.recipe)
+    base_model = base_model_id(config, outputs.recipe)
+    model_name = repo_id.split("/")[-1]
+    results = eval_results(outputs, dataset_name, dataset_id)
+    card_data = ModelCardData(
+        model_name=model_name,
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=["pim", "fine-grained-visual-classification", "timm", "image-classification", config.backbone],
+        base_model=base_model,
+        datasets=[dataset_id] if dataset_id else None,
+        metrics=["accuracy"],
+        license=license_id,
+        eval_results=results or None,
+        widget=[{"src": widget_image, "example_title": "Parrots"}],
+    )
+    trained_on = f"{dataset_name} ({config.num_labels} classes)"
+    base = f", starting from [`{base_model}`](https://huggingface.co/{base_model})," if base_model else ""
+    body = f"""
+# {model_name}
+
+PIM, the plug-in module for fine-grained visual classification of Chou et al.
+([arXiv 2202.03822](https://arxiv.org/abs/2202.03822)), on a timm `{config.backbone}` backbone{base}, trained on
+{trained_on} at {config.image_size}×{config.image_size} pixels.
+A feature pyramid over the backbone's layers classifies every token, a weakly supervised selector keeps the most
+discriminative tokens of each layer and a graph convolution combines them into the final prediction.
+
+## Model details
+
+{details_section(config, num_parameters)}
+
+## Usage
+
+{usage_section(repo_id)}
+
+## Evaluation
+
+{metrics_section(outputs)}
+
+## Training recipe
+
+{recipe_section(outputs.recipe)}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+__all__ = [
+    "TrainingOutputs",
+    "base_model_id",
+    "build_model_card",
+    "describe_dataset",
+    "eval_results",
+    "metrics_section",
+    "read_training_outputs",
+    "recipe_section",
+    "split_metrics",
+]
