@@ -1,0 +1,525 @@
+"""
+Converts a checkpoint of the authors' FGVC-PIM code (github.com/chou141253/FGVC-PIM, `best.pt` =
+`{"model": state_dict, "optimizer": ..., "epoch": ...}` or a bare state dict) into a [`PimForImageClassification`]
+folder that `from_pretrained` loads.
+
+    pim-convert best.pt --backbone swin-t --num_classes 200 --output_dir pim-cub --class_names CUB_200_2011/classes.txt
+
+`--backbone` names the builder of the original `models/builder.py` the checkpoint was trained with:
+
+- `swin-t`: Swin-L 384 (their `swin_large_patch4_window12_384_in22k`; `configs/CUB200_SwinT.yaml`), the paper's model:
+  stage outputs after their patch merging, fpn 1536, Linear projections, Conv upsampling, 2048/512/128/32 tokens.
+- `resnet50`: timm ResNet-50, outputs of layer1..layer4, fpn 512, Conv projections, bilinear upsampling, 32 tokens
+  per layer, 448 px (a CNN: any multiple of 32 works, set `--image_size` to what you evaluate at).
+- `vit`: ViT-B/16 (MIIL ImageNet-21k, no qkv bias) at 448 px, outputs of blocks 8..11, Linear/Conv, 32 tokens per
+  layer. The weights convert exactly, but the original also feeds the class token to PIM (785 tokens at 448)
+  where ours uses the 784 patch tokens: the final logits differ for images whose class token the original selects.
+- `efficient`: not convertible, see `original_recipe`.
+
+Only tensors are read (`torch.load(..., weights_only=True)`): a file that needs to unpickle code is refused.
+"""
+
+import argparse
+import math
+import pickle
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .configuration_pim import PimConfig
+from .image_processing_pim import PimImageProcessor
+from .modeling_pim import PimForImageClassification
+
+
+BACKBONES = ("swin-t", "resnet50", "vit", "efficient")
+
+# Original combiner / head names -> ours (`combiner.proj_<layer>` and the per-layer heads are handled separately).
+_COMBINER_NAMES = {
+    "param_pool0": "node_pool",
+    "adj1": "adjacency",
+    "conv_q1": "query",
+    "conv_k1": "key",
+    "alpha1": "alpha",
+    "conv1": "graph_conv",
+    "batch_norm1": "norm",
+    "param_pool1": "node_readout",
+    "classifier": "classifier",
+}
+# Top-level modules of an original backbone that PIM never uses (its own ImageNet classifier, final norm, ...).
+_UNUSED_BACKBONE_MODULES = {
+    "head": "the backbone's own ImageNet classifier, unused by PIM",
+    "fc": "the backbone's own ImageNet classifier, unused by PIM",
+    "classifier": "the backbone's own ImageNet classifier, unused by PIM",
+    "pre_logits": "the backbone's pre-logits layer, unused by PIM",
+    "norm": "the backbone's final norm, after the layers PIM taps",
+    "fc_norm": "the backbone's final norm, after the layers PIM taps",
+}
+# Buffers of the original's (old timm) Swin that current timm recomputes and does not save.
+_RECOMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted into the requested PIM model, with the reason."""
+
+
+@dataclass
+class ConversionReport:
+    """What `convert_state_dict` did with every key."""
+
+    mapped: dict[str, str] = field(default_factory=dict)  # original key -> our key
+    dropped: dict[str, str] = field(default_factory=dict)  # original key -> why our model does not need it
+    unmapped: list[str] = field(default_factory=list)  # original keys with no place in our model
+    missing: list[str] = field(default_factory=list)  # our keys that no original key fills
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unmapped and not self.missing
+
+    def format(self) -> str:
+        lines = [f"{len(self.mapped)} tensors converted."]
+        reasons: dict[str, list[str]] = {}
+        for key, reason in self.dropped.items():
+            reasons.setdefault(reason, []).append(key)
+        for reason, keys in reasons.items():
+            lines.append(f"{len(keys)} original tensors not needed ({reason}), e.g. {keys[0]}")
+        if self.unmapped:
+            lines.append(f"{len(self.unmapped)} original tensors have no place in the PIM model:")
+            lines.extend(f"  {key}" for key in self.unmapped)
+        if self.missing:
+            lines.append(f"{len(self.missing)} PIM model tensors are not in the checkpoint:")
+            lines.extend(f"  {key}" for key in self.missing)
+        lines.extend(f"Note: {note}" for note in self.notes)
+        return "\n".join(lines)
+
+
+def original_recipe(
+    backbone_name: str,
+    num_classes: int,
+    image_size: int | None = None,
+    fpn_size: int | None = None,
+    num_selects: list[int] | None = None,
+    **overrides,
+) -> PimConfig:
+    """
+    The [`PimConfig`] of the model one of the original `models/builder.py` builders makes (`backbone_name` as their
+    `model_name`: "swin-t", "resnet50", "vit"), with their defaults (and `configs/CUB200_SwinT.yaml` for "swin-t")
+    unless `image_size`, `fpn_size` or `num_selects` say otherwise. `overrides` go to `PimConfig` as they are.
+    """
+    if backbone_name == "efficient":
+        raise ConversionError(
+            "--backbone efficient cannot be converted: the original builds torchvision's efficientnet_b7 and taps "
+            "`features.4..7` (its stages 4-7, strides 16, 16, 32, 32), but a timm EfficientNet with "
+            "features_only=True only exposes the last block of every stride (blocks 0, 1, 2, 4, 6), so stages 4 and 6 "
+            "of torchvision (timm blocks 3 and 5) cannot be tapped; torchvision's B7 also uses BatchNorm eps=1e-3 "
+            "where timm's efficientnet_b7 uses 1e-5. The weights could be renamed, but the converted model would "
+            "not compute what the original computed. Fine-tune a timm EfficientNet PIM instead (backbone="
+            "'efficientnet_b7' or 'tf_efficientnet_b7')."
+        )
+    recipes = {
+        "swin-t": {
+            "backbone": "swin_large_patch4_window12_384",
+            "feature_taps": "paper",
+            "image_size": 384,
+            "fpn_size": 1536,
+            "proj_type": "Linear",
+            "upsample_type": "Conv",
+            "num_selects": [2048, 512, 128, 32],
+        },
+        "resnet50": {
+            "backbone": "resnet50",
+            "out_indices": [-4, -3, -2, -1],  # layer1..layer4 (timm features 1..4)
+            "image_size": 448,
+            "fpn_size": 512,
+            "proj_type": "Conv",
+            "upsample_type": "Bilinear",
+            "num_selects": [32, 32, 32, 32],
+        },
+        "vit": {
+            "backbone": "vit_base_patch16_224_miil",  # their vit_base_patch16_224_miil_in21k: no qkv bias
+            "out_indices": [-4, -3, -2, -1],  # blocks 8..11
+            "image_size": 448,
+            "fpn_size": 512,
+            "proj_type": "Linear",
+            "upsample_type": "Conv",
+            "num_selects": [32, 32, 32, 32],
+        },
+    }
+    if backbone_name not in recipes:
+        raise ConversionError(f"--backbone must be one of {BACKBONES}, got {backbone_name!r}.")
+    kwargs = dict(recipes[backbone_name])
+    if image_size is not None:
+        kwargs["image_size"] = image_size
+    if fpn_size is not None:
+        kwargs["fpn_size"] = fpn_size
+    if num_selects is not None:
+        kwargs["num_selects"] = list(num_selects)
+    kwargs.update(
+        num_labels=num_classes,
+        backbone_pretrained=False,  # every weight comes from the checkpoint
+        use_fpn=True,
+        use_selection=True,
+        use_combiner=True,  # the original builders always build the combiner
+        tokens_per_graph_node=32,  # hard-coded in the original
+    )
+    kwargs.update(overrides)
+    return PimConfig(**kwargs)
+
+
+def _layer_names(original: dict) -> list[str]:
+    """The original's layer names ('layer1', ...), in the order its modules were built (= the state dict's)."""
+    names: list[str] = []
+    pattern = re.compile(r"^(?:fpn\.Proj_|fpn_classifier_|selector\.classifier_l_|combiner\.proj_)(.+?)\.")
+    for key in original:
+        match = pattern.match(key)
+        if match and match.group(1) not in names:
+            names.append(match.group(1))
+    if all(re.fullmatch(r"\D*\d+", name) for name in names):  # 'layer1'..'layer4': by number, whatever the key order
+        names.sort(key=lambda name: int(re.search(r"\d+$", name).group()))
+    return names
+
+
+def _head_key(key: str, layers: dict[str, int]) -> str | None:
+    """Our name of an original PIM-head key (anything but the backbone), or None."""
+
+    def layer_of(prefix: str) -> tuple[int, str] | None:
+        for name, index in layers.items():
+            if key.startswith(f"{prefix}{name}."):
+                return index, key[len(prefix) + len(name) + 1 :]
+        return None
+
+    if found := layer_of("fpn.Proj_"):
+        return f"feature_pyramid.projections.{found[0]}.layers.{found[1]}"
+    if found := layer_of("fpn.Up_"):
+        return f"feature_pyramid.token_upsamplers.{found[0] - 1}.{found[1]}"
+    if found := layer_of("fpn_classifier_"):
+        return f"token_classifiers.{found[0]}.layers.{found[1]}"
+    if found := layer_of("selector.classifier_l_"):
+        return f"token_classifiers.{found[0]}.layers.{found[1]}"
+    if found := layer_of("combiner.proj_"):
+        return f"combiner.projections.{found[0]}.{found[1]}"
+    if key.startswith("combiner."):
+        module, _, rest = key[len("combiner.") :].partition(".")
+        if module in _COMBINER_NAMES:
+            return "combiner." + _COMBINER_NAMES[module] + (f".{rest}" if rest else "")
+    if key.startswith("classifier."):  # backbone-only original (every module off)
+        return key
+    return None
+
+
+def _backbone_candidates(key: str) -> list[str]:
+    """Our possible names of an original `backbone.*` key (timm features_only vs FeatureGetterNet wrappers)."""
+    rest = key[len("backbone.") :]
+    # The original's vendored timm merges patches at the END of Swin stage i, current timm at the START of stage i+1.
+    rest = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", rest)
+    return [f"backbone.model.{rest}", f"backbone.model.model.{rest}"]
+
+
+def _likely_cause(our_key: str, config: PimConfig) -> str:
+    if our_key.startswith("backbone."):
+        return f"the checkpoint's backbone is not {config.backbone!r}: check --backbone"
+    if our_key.startswith("feature_pyramid.token_upsamplers."):
+        return (
+            f"the number of tokens per layer differs: the checkpoint was trained at another image size than "
+            f"--image_size {config.image_size}"
+        )
+    if our_key.startswith(("combiner.node_pool", "combiner.adjacency", "combiner.node_readout")):
+        return f"sum(num_selects) differs: check --num_selects (now {config.num_selects})"
+    if our_key.endswith(("classifier.weight", "classifier.bias", "layers.3.weight", "layers.3.bias")) or (
+        our_key.startswith("token_classifiers.") and not config.use_fpn
+    ):
+        return f"the number of classes differs: check --num_classes (now {config.num_labels}), or --fpn_size"
+    if our_key.startswith("feature_pyramid.projections."):
+        return f"the backbone's channels or the pyramid size differ: check --backbone and --fpn_size ({config.fpn_size})"
+    return f"check --backbone, --num_classes ({config.num_labels}) and --fpn_size ({config.fpn_size})"
+
+
+def _expected_model(config: PimConfig) -> tuple[dict[str, torch.Size], dict[str, torch.Size]]:
+    """Shapes of our model's state dict and of its recomputed (non-persistent) buffers, built on the meta device."""
+    with torch.device("meta"):
+        model = PimForImageClassification(config)
+    state = {key: value.shape for key, value in model.state_dict().items()}
+    buffers = {key: value.shape for key, value in model.named_buffers() if key not in state}
+    return state, buffers
+
+
+def convert_state_dict(
+    original: dict[str, torch.Tensor], config: PimConfig, allow_missing: bool = False
+) -> tuple[dict[str, torch.Tensor], "ConversionReport"]:
+    """
+    Renames the state dict of an original FGVC-PIM `PluginMoodel` into the state dict of
+    `PimForImageClassification(config)`. Raises `ConversionError` naming the key when a shape does not match, and
+    when an original tensor has no place in our model or a model tensor is not in the checkpoint (unless
+    `allow_missing`, which leaves them to the report).
+    """
+    original = {key.removeprefix("module."): value for key, value in original.items()}
+    expected, recomputed = _expected_model(config)
+    layer_names = _layer_names(original)
+    report = ConversionReport()
+    num_layers = len(config.num_selects) if config.use_selection else len(config.out_indices)
+    if layer_names and len(layer_names) != num_layers:
+        raise ConversionError(
+            f"The checkpoint has {len(layer_names)} PIM layers ({', '.join(layer_names)}) but the model has "
+            f"{num_layers}: check --backbone."
+        )
+    layers = {name: index for index, name in enumerate(layer_names)}
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in original.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise ConversionError(f"{key!r} is a {type(tensor).__name__}, not a tensor: is this a PIM state dict?")
+        if key.startswith("backbone."):
+            candidates = _backbone_candidates(key)
+            leaf = key.rsplit(".", 1)[-1]
+            if leaf in _RECOMPUTED_BUFFERS:
+                ours = next((name for name in candidates if name in recomputed), None)
+                if ours is not None and recomputed[ours] != tensor.shape:
+                    raise ConversionError(
+                        f"{key}: shape {tuple(tensor.shape)} in the checkpoint but {tuple(recomputed[ours])} in the "
+                        f"model ({ours}). Likely cause: the checkpoint's Swin ran at another image size than "
+                        f"--image_size {config.image_size} (its attention windows differ)."
+                    )
+                report.dropped[key] = "buffers current timm recomputes"
+                continue
+            our_key = next((name for name in candidates if name in expected), None)
+            if our_key is None:
+                top = key[len("backbone.") :].split(".", 1)[0]
+                if top in _UNUSED_BACKBONE_MODULES:
+                    report.dropped[key] = _UNUSED_BACKBONE_MODULES[top]
+                else:
+                    report.unmapped.append(key)
+                continue
+        else:
+            our_key = _head_key(key, layers)
+            if our_key is None or our_key not in expected:
+                report.unmapped.append(key)
+                continue
+        if tuple(expected[our_key]) != tuple(tensor.shape):
+            raise ConversionError(
+                f"{key} -> {our_key}: shape {tuple(tensor.shape)} in the checkpoint but {tuple(expected[our_key])} in "
+                f"the model. Likely cause: {_likely_cause(our_key, config)}."
+            )
+        if our_key in converted:
+            first = next(name for name, ours in report.mapped.items() if ours == our_key)
+            raise ConversionError(f"{first} and {key} both map to {our_key}: is this a PIM state dict?")
+        converted[our_key] = tensor.detach().clone()
+        report.mapped[key] = our_key
+    report.missing = [key for key in expected if key not in converted]
+    if config.backbone.startswith("vit"):
+        report.notes.append(
+            "the original ViT builder also feeds the class token to the pyramid and the selector as one more token "
+            "(785 at 448 px); this model uses the patch tokens only. The weights convert exactly and the final "
+            "logits are the same whenever the original's selector does not keep the class token, but they differ "
+            "for images where it does (and the layer means always differ a little): evaluate the converted model "
+            "before quoting the original's accuracy."
+        )
+    if not report.complete and not allow_missing:
+        raise ConversionError("The checkpoint does not match the model:\n" + report.format())
+    return converted, report
+
+
+def load_original_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model state dict of an original `best.pt` (`{"model": ..., ...}`) or of a bare state dict."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ConversionError(
+            f"{path} holds pickled Python objects other than tensors and plain containers (it would run code when "
+            f"unpickled), so it is refused. If it comes from a source you trust, re-save only the weights there: "
+            f"torch.save({{'model': model.state_dict()}}, 'best.pt'). ({str(error).splitlines()[0]})"
+        ) from None
+    if isinstance(checkpoint, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(checkpoint.get(key), dict):
+                checkpoint = checkpoint[key]
+                break
+    if not isinstance(checkpoint, dict) or not checkpoint or not all(
+        isinstance(value, torch.Tensor) for value in checkpoint.values()
+    ):
+        raise ConversionError(
+            f"{path} is neither an original FGVC-PIM checkpoint ({{'model': state_dict, ...}}) nor a state dict."
+        )
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def inspect_original(original: dict[str, torch.Tensor]) -> dict[str, int | None]:
+    """What the tensor shapes tell: num_classes, fpn_size, sum(num_selects), image_size (None where they don't)."""
+    found: dict[str, int | None] = {"num_classes": None, "fpn_size": None, "total_selects": None, "image_size": None}
+    for key, tensor in original.items():
+        if re.match(r"^(combiner\.classifier|classifier)\.weight$", key) or re.match(
+            r"^(fpn_classifier_.+\.3|selector\.classifier_l_[^.]+)\.weight$", key
+        ):
+            found["num_classes"] = found["num_classes"] or tensor.shape[0]
+        elif re.match(r"^fpn\.Proj_.+\.2\.weight$", key):
+            found["fpn_size"] = found["fpn_size"] or tensor.shape[0]
+        elif key == "combiner.param_pool0.weight":
+            found["total_selects"] = tensor.shape[1]
+    layer_names = _layer_names(original)
+    upsampler = f"fpn.Up_{layer_names[1]}.weight" if len(layer_names) > 1 else None
+    patch = original.get("backbone.patch_embed.proj.weight")
+    if "backbone.pos_embed" in original and patch is not None:  # ViT: (1, 1 + (size/patch)², C)
+        side = math.isqrt(original["backbone.pos_embed"].shape[1] - 1)
+        found["image_size"] = side * patch.shape[-1]
+    elif upsampler in original and patch is not None and "backbone.layers.0.blocks.0.norm1.weight" in original:
+        # Swin with the paper's taps: the first layer (after the first patch merging) has (size / 8)² tokens.
+        found["image_size"] = math.isqrt(original[upsampler].shape[0]) * patch.shape[-1] * 2
+    return found
+
+
+def guess_backbone(original: dict[str, torch.Tensor]) -> str | None:
+    """The original builder whose backbone key names the checkpoint has ("swin-t", "resnet50", "vit", "efficient")."""
+    keys = set(original)
+    if "backbone.layers.0.blocks.0.norm1.weight" in keys:
+        return "swin-t"
+    if "backbone.pos_embed" in keys and "backbone.blocks.0.norm1.weight" in keys:
+        return "vit"
+    if "backbone.layer1.0.conv1.weight" in keys:
+        return "resnet50"
+    if "backbone.features.0.0.weight" in keys:  # torchvision EfficientNet
+        return "efficient"
+    return None
+
+
+def config_for_checkpoint(
+    backbone_name: str,
+    original: dict[str, torch.Tensor],
+    num_classes: int | None = None,
+    image_size: int | None = None,
+    fpn_size: int | None = None,
+    num_selects: list[int] | None = None,
+) -> PimConfig:
+    """`original_recipe` with what the checkpoint's shapes tell, checked against what the user said."""
+    guessed = guess_backbone(original)
+    if guessed is not None and guessed != backbone_name:
+        raise ConversionError(
+            f"The checkpoint holds a {guessed!r} backbone (key names such as "
+            f"{next(key for key in original if key.startswith('backbone.'))}), not --backbone {backbone_name}."
+        )
+    found = inspect_original(original)
+    for name, given in (("num_classes", num_classes), ("fpn_size", fpn_size), ("image_size", image_size)):
+        if given is not None and found[name] is not None and given != found[name]:
+            raise ConversionError(
+                f"--{name} {given} but the checkpoint was trained with {name}={found[name]} (from its tensor shapes)."
+            )
+    num_classes = num_classes or found["num_classes"]
+    if num_classes is None:
+        raise ConversionError("Cannot tell the number of classes from the checkpoint: pass --num_classes.")
+    recipe = original_recipe(
+        backbone_name,
+        num_classes,
+        image_size=image_size or found["image_size"],
+        fpn_size=fpn_size or found["fpn_size"],
+        num_selects=num_selects,
+    )
+    if found["total_selects"] is not None and sum(recipe.num_selects) != found["total_selects"]:
+        raise ConversionError(
+            f"The checkpoint's combiner pools sum(num_selects)={found['total_selects']} tokens but num_selects="
+            f"{recipe.num_selects} sums to {sum(recipe.num_selects)}: pass the per-layer numbers it was trained with, "
+            "e.g. --num_selects 2048 512 128 32 (only their sum is stored in the checkpoint)."
+        )
+    return recipe
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """
+    Class names, in label order, from CUB's `classes.txt` (`1 001.Black_footed_Albatross` -> "Black footed
+    Albatross") or from a file with one name per line. The original labels class folders in alphabetical order.
+    """
+    names = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        line = re.sub(r"^\d+\s+", "", line)  # "<id> <name>"
+        if match := re.fullmatch(r"\d+\.(.+)", line):  # CUB folder name "001.Black_footed_Albatross"
+            line = match.group(1).replace("_", " ")
+        names.append(line)
+    return names
+
+
+def convert_checkpoint(
+    checkpoint_path: str | Path,
+    backbone_name: str,
+    output_dir: str | Path,
+    num_classes: int | None = None,
+    class_names: list[str] | None = None,
+    image_size: int | None = None,
+    fpn_size: int | None = None,
+    num_selects: list[int] | None = None,
+    resize_size: int | None = None,
+    allow_missing: bool = False,
+) -> ConversionReport:
+    """Converts `checkpoint_path` and saves the model and its image processor in `output_dir`."""
+    original = load_original_checkpoint(checkpoint_path)
+    config = config_for_checkpoint(backbone_name, original, num_classes, image_size, fpn_size, num_selects)
+    if class_names is not None:
+        if len(class_names) != config.num_labels:
+            raise ConversionError(
+                f"{len(class_names)} class names for a checkpoint with {config.num_labels} classes."
+            )
+        config.id2label = dict(enumerate(class_names))
+        config.label2id = {name: index for index, name in enumerate(class_names)}
+    state_dict, report = convert_state_dict(original, config, allow_missing=allow_missing)
+    model = PimForImageClassification(config)
+    model.load_state_dict(state_dict, strict=not allow_missing)
+    model.eval()
+    model.save_pretrained(output_dir)
+    PimImageProcessor.for_image_size(config.image_size, resize_size=resize_size).save_pretrained(output_dir)
+    return report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pim-convert",
+        description="Convert a checkpoint of the original FGVC-PIM code (best.pt) into a Hugging Face PIM model folder.",
+    )
+    parser.add_argument("checkpoint", help="the original best.pt ({'model': state_dict, ...}) or a bare state dict")
+    parser.add_argument("--backbone", required=True, choices=BACKBONES, help="the original builder (model_name)")
+    parser.add_argument("--num_classes", type=int, help="number of classes (default: read from the checkpoint)")
+    parser.add_argument("--output_dir", required=True, help="folder for the converted model")
+    parser.add_argument("--class_names", help="CUB classes.txt ('1 001.Black_footed_Albatross') or one name per line")
+    parser.add_argument("--image_size", type=int, help="input size (default: the builder's, or read from the checkpoint)")
+    parser.add_argument("--fpn_size", type=int, help="pyramid channels (default: read from the checkpoint)")
+    parser.add_argument("--num_selects", type=int, nargs="+", help="tokens kept per layer, e.g. 2048 512 128 32")
+    parser.add_argument(
+        "--resize_size",
+        type=int,
+        help="resize before the center crop (default: image_size * 510 / 384, i.e. 510 at 384; the original code "
+        "resized to 510 at every crop size: pass 510 to evaluate a 448 px model exactly as it did)",
+    )
+    parser.add_argument(
+        "--allow_missing",
+        action="store_true",
+        help="save even when checkpoint tensors have no place in the model or model tensors are not in the checkpoint",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        class_names = read_class_names(args.class_names) if args.class_names else None
+        report = convert_checkpoint(
+            args.checkpoint,
+            args.backbone,
+            args.output_dir,
+            num_classes=args.num_classes,
+            class_names=class_names,
+            image_size=args.image_size,
+            fpn_size=args.fpn_size,
+            num_selects=args.num_selects,
+            resize_size=args.resize_size,
+            allow_missing=args.allow_missing,
+        )
+    except ValueError as error:  # ConversionError, or a PimConfig / PimForImageClassification refusing the values
+        print(f"pim-convert: error: {error}", file=sys.stderr)
+        return 2
+    print(report.format())
+    print(f"Saved to {args.output_dir}: load it with PimForImageClassification.from_pretrained({args.output_dir!r}).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""pim-convert: original FGVC-PIM state dicts (generated here with the original's key names) -> PimForImageClassification."""
+
+import re
+
+import pytest
+import torch
+
+from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from modeling_pim import convert
+from modeling_pim.convert import (
+    ConversionError,
+    config_for_checkpoint,
+    convert_state_dict,
+    inspect_original,
+    load_original_checkpoint,
+    original_recipe,
+    read_class_names,
+)
+
+
+TINY_SWIN = {"embed_dim": 8, "depths": (2, 1, 1, 1), "num_heads": (1, 1, 1, 1), "window_size": 2}
+LAYERS = ["layer1", "layer2", "layer3", "layer4"]
+CONFIGS = {
+    "resnet": {"backbone": "test_resnet", "num_selects": [16, 8, 4, 2]},
+    "resnet-no-fpn": {"backbone": "test_resnet", "num_selects": [16, 8, 4, 2], "use_fpn": False},
+    "vit": {"backbone": "test_vit", "num_selects": [8, 6, 4, 2], "proj_type": "Linear", "upsample_type": "Conv"},
+    "swin-paper": {
+        "backbone": "swin_tiny_patch4_window7_224",
+        "backbone_kwargs": TINY_SWIN,
+        "feature_taps": "paper",
+        "num_selects": [16, 8, 4, 2],
+        "proj_type": "Linear",
+        "upsample_type": "Conv",
+    },
+}
+# Our combiner module names -> the original GCNCombiner's.
+ORIGINAL_COMBINER = {
+    "node_pool": "param_pool0",
+    "adjacency": "adj1",
+    "query": "conv_q1",
+    "key": "conv_k1",
+    "alpha": "alpha1",
+    "graph_conv": "conv1",
+    "norm": "batch_norm1",
+    "node_readout": "param_pool1",
+    "classifier": "classifier",
+}
+
+
+def tiny_config(kind: str, **overrides) -> PimConfig:
+    kwargs = {
+        "image_size": 64,
+        "num_labels": 5,
+        "fpn_size": 16,
+        "comb_proj_size": 12,
+        "tokens_per_graph_node": 4,
+        "backbone_pretrained": False,
+        **CONFIGS[kind],
+    }
+    kwargs.update(overrides)
+    return PimConfig(**kwargs)
+
+
+def tiny_model(kind: str, **overrides) -> PimForImageClassification:
+    torch.manual_seed(0)
+    model = PimForImageClassification(tiny_config(kind, **overrides))
+    with torch.no_grad():  # make BatchNorm statistics and the adaptive adjacency matter
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+        model.combiner.alpha.fill_(0.5)
+    return model.eval()
+
+
+def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
+    """
+    The state dict the original code (models/pim_module/pim_module.py + its vendored timm 0.4.12) would hold for the
+    same weights: its names, old timm's Swin layout (patch merging at the end of a stage), the Swin buffers old timm
+    saved, and the backbone's ImageNet head that PIM never uses.
+    """
+    config = model.config
+    swin = config.feature_taps == "paper"
+    original = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("backbone.model."):
+            rest = key.removeprefix("backbone.model.").removeprefix("model.")
+            if swin:
+                rest = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", rest)
+            name = f"backbone.{rest}"
+        elif match := re.match(r"feature_pyramid\.projections\.(\d+)\.layers\.(.+)", key):
+            name = f"fpn.Proj_{LAYERS[int(match[1])]}.{match[2]}"
+        elif match := re.match(r"feature_pyramid\.token_upsamplers\.(\d+)\.(.+)", key):
+            name = f"fpn.Up_{LAYERS[int(match[1]) + 1]}.{match[2]}"
+        elif match := re.match(r"token_classifiers\.(\d+)\.layers\.(.+)", key):
+            prefix = "fpn_classifier_" if config.use_fpn else "selector.classifier_l_"
+            name = f"{prefix}{LAYERS[int(match[1])]}.{match[2]}"
+        elif match := re.match(r"combiner\.projections\.(\d+)\.(.+)", key):
+            name = f"combiner.proj_{LAYERS[int(match[1])]}.{match[2]}"
+        elif match := re.match(r"combiner\.(\w+)(.*)", key):
+            name = f"combiner.{ORIGINAL_COMBINER[match[1]]}{match[2]}"
+        else:
+            raise AssertionError(f"no original name for {key}")
+        original[name] = value.clone()
+    if swin:
+        for key, buffer in model.named_buffers():
+            if key.endswith(("relative_position_index", "attn_mask")) and buffer is not None:
+                original[key.replace("backbone.model.", "backbone.")] = buffer.clone()
+        width = model.backbone.model.num_features
+        original["backbone.head.weight"] = torch.randn(1000, width)
+        original["backbone.head.bias"] = torch.zeros(1000)
+    return original
+
+
+def images(size: int = 64) -> torch.Tensor:
+    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("kind", CONFIGS)
+def test_round_trip_gives_identical_logits(kind):
+    source = tiny_model(kind)
+    original = to_original(source)
+    converted, report = convert_state_dict(original, tiny_config(kind))
+    assert report.complete and not report.unmapped and not report.missing
+    target = PimForImageClassification(tiny_config(kind)).eval()
+    target.load_state_dict(converted, strict=True)
+    with torch.no_grad():
+        expected, actual = source(images()), target(images())
+    torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=0)
+    for ours, theirs in zip(actual.token_logits, expected.token_logits):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+
+
+def test_swin_patch_merging_moves_to_the_next_stage_and_buffers_are_dropped():
+    original = to_original(tiny_model("swin-paper"))
+    assert "backbone.layers.0.downsample.reduction.weight" in original  # old timm: end of stage 0
+    _, report = convert_state_dict(original, tiny_config("swin-paper"))
+    assert report.mapped["backbone.layers.0.downsample.reduction.weight"] == (
+        "backbone.model.layers.1.downsample.reduction.weight"
+    )
+    assert report.mapped["backbone.layers.2.downsample.norm.bias"] == "backbone.model.layers.3.downsample.norm.bias"
+    assert report.mapped["fpn.Up_layer2.weight"] == "feature_pyramid.token_upsamplers.0.weight"
+    assert report.mapped["combiner.param_pool0.weight"] == "combiner.node_pool.weight"
+    dropped = report.dropped
+    assert "backbone.layers.0.blocks.0.attn.relative_position_index" in dropped
+    assert "backbone.layers.0.blocks.1.attn_mask" in dropped
+    assert "backbone.head.weight" in dropped and "ImageNet classifier" in dropped["backbone.head.weight"]
+    assert "recomputes" in report.format()
+
+
+def test_swin_attention_mask_of_another_image_size_is_an_error():
+    original = to_original(tiny_model("swin-paper"))
+    original["backbone.layers.0.blocks.1.attn_mask"] = torch.zeros(16, 4, 4)  # 64 windows at 64 px
+    with pytest.raises(ConversionError, match=r"attn_mask.*\(16, 4, 4\).*\(64, 4, 4\).*image size"):
+        convert_state_dict(original, tiny_config("swin-paper"))
+
+
+def test_data_parallel_prefix_and_key_order_do_not_matter():
+    source = tiny_model("resnet")
+    original = {f"module.{key}": value for key, value in sorted(to_original(source).items(), reverse=True)}
+    converted, _ = convert_state_dict(original, tiny_config("resnet"))
+    assert torch.equal(converted["feature_pyramid.projections.0.layers.0.weight"], original["module.fpn.Proj_layer1.0.weight"])
+    assert torch.equal(converted["token_classifiers.3.layers.3.bias"], original["module.fpn_classifier_layer4.3.bias"])
+
+
+def test_unmapped_original_key_is_named():
+    original = to_original(tiny_model("resnet"))
+    original["fpn.mystery.weight"] = torch.zeros(3)
+    with pytest.raises(ConversionError, match=r"no place in the PIM model:\n  fpn\.mystery\.weight"):
+        convert_state_dict(original, tiny_config("resnet"))
+    _, report = convert_state_dict(original, tiny_config("resnet"), allow_missing=True)
+    assert report.unmapped == ["fpn.mystery.weight"]
+
+
+def test_missing_model_key_is_named():
+    original = to_original(tiny_model("resnet"))
+    del original["combiner.alpha1"]
+    with pytest.raises(ConversionError, match=r"not in the checkpoint:\n  combiner\.alpha"):
+        convert_state_dict(original, tiny_config("resnet"))
+    converted, report = convert_state_dict(original, tiny_config("resnet"), allow_missing=True)
+    assert report.missing == ["combiner.alpha"] and "combiner.alpha" not in converted
+
+
+def test_shape_mismatch_names_key_shapes_and_cause():
+    original = to_original(tiny_model("resnet"))
+    with pytest.raises(ConversionError) as error:
+        convert_state_dict(original, tiny_config("resnet", num_labels=7))
+    message = str(error.value)
+    assert "fpn_classifier_layer1.3.weight -> token_classifiers.0.layers.3.weight" in message
+    assert "(5, 16, 1)" in message and "(7, 16, 1)" in message and "--num_classes" in message
+    with pytest.raises(ConversionError, match=r"backbone\..*--backbone"):
+        convert_state_dict(original, tiny_config("resnet", backbone="test_efficientnet"))
+    with pytest.raises(ConversionError, match=r"combiner.node_pool.*--num_selects"):
+        convert_state_dict(original, tiny_config("resnet", num_selects=[16, 8, 4, 1]))
+
+
+def test_checkpoint_formats(tmp_path):
+    source = tiny_model("resnet")
+    original = to_original(source)
+    optimizer = torch.optim.SGD(source.parameters(), lr=0.1, momentum=0.9)
+    source(images(), labels=torch.tensor([0, 1])).loss.backward()
+    optimizer.step()
+    torch.save({"model": original, "optimizer": optimizer.state_dict(), "epoch": 7}, tmp_path / "best.pt")
+    torch.save(original, tmp_path / "bare.pt")
+    for name in ("best.pt", "bare.pt"):
+        loaded = load_original_checkpoint(tmp_path / name)
+        assert loaded.keys() == original.keys()
+    torch.save({"epoch": 7}, tmp_path / "nothing.pt")
+    with pytest.raises(ConversionError, match="neither"):
+        load_original_checkpoint(tmp_path / "nothing.pt")
+
+
+class PickledCode:
+    """Anything that unpickling would have to import and run."""
+
+
+def test_pickled_code_is_refused(tmp_path, capsys):
+    torch.save({"model": PickledCode()}, tmp_path / "evil.pt")
+    with pytest.raises(ConversionError, match="pickled Python objects"):
+        load_original_checkpoint(tmp_path / "evil.pt")
+    status = convert.main([str(tmp_path / "evil.pt"), "--backbone", "resnet50", "--output_dir", str(tmp_path / "out")])
+    assert status == 2 and "refused" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_recipes():
+    swin = original_recipe("swin-t", 200)
+    assert swin.backbone == "swin_large_patch4_window12_384" and swin.feature_taps == "paper"
+    assert (swin.image_size, swin.fpn_size, swin.proj_type, swin.upsample_type) == (384, 1536, "Linear", "Conv")
+    assert swin.num_selects == [2048, 512, 128, 32] and swin.tokens_per_graph_node == 32
+    assert not swin.backbone_pretrained and swin.num_labels == 200
+    resnet = original_recipe("resnet50", 555, image_size=224)
+    assert (resnet.backbone, resnet.image_size, resnet.fpn_size) == ("resnet50", 224, 512)
+    assert (resnet.proj_type, resnet.upsample_type, resnet.num_selects) == ("Conv", "Bilinear", [32] * 4)
+    vit = original_recipe("vit", 200)
+    assert (vit.backbone, vit.image_size, vit.proj_type, vit.upsample_type) == (
+        "vit_base_patch16_224_miil",
+        448,
+        "Linear",
+        "Conv",
+    )
+    with pytest.raises(ConversionError, match="efficientnet_b7.*features.4..7"):
+        original_recipe("efficient", 200)
+
+
+def test_shapes_tell_classes_pyramid_selects_and_image_size():
+    found = inspect_original(to_original(tiny_model("swin-paper")))
+    assert found == {"num_classes": 5, "fpn_size": 16, "total_selects": 30, "image_size": 64}
+    assert convert.guess_backbone(to_original(tiny_model("swin-paper"))) == "swin-t"
+    assert convert.guess_backbone(to_original(tiny_model("vit"))) == "vit"
+    found = inspect_original(to_original(tiny_model("vit")))
+    assert found["image_size"] == 64 and found["num_classes"] == 5
+    assert inspect_original(to_original(tiny_model("resnet")))["image_size"] is None  # a CNN runs at any size
+
+
+def test_flags_are_checked_against_the_checkpoint():
+    original = to_original(tiny_model("resnet", num_selects=[32, 32, 16, 4]))
+    with pytest.raises(ConversionError, match="--num_classes 200 but the checkpoint was trained with num_classes=5"):
+        config_for_checkpoint("resnet50", original, num_classes=200)
+    with pytest.raises(ConversionError, match="--fpn_size 512 but"):
+        config_for_checkpoint("resnet50", original, fpn_size=512)
+    with pytest.raises(ConversionError, match=r"sum\(num_selects\)=84 .*--num_selects"):
+        config_for_checkpoint("resnet50", original, image_size=448)  # recipe default 4 × 32 = 128
+    with pytest.raises(ConversionError, match="holds a 'resnet50' backbone .*not --backbone swin-t"):
+        config_for_checkpoint("swin-t", original)
+    config = config_for_checkpoint("resnet50", original, image_size=64, num_selects=[32, 32, 16, 4])
+    assert (config.num_labels, config.fpn_size, config.image_size) == (5, 16, 64)
+
+
+def test_class_names(tmp_path):
+    (tmp_path / "classes.txt").write_text("1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n\n")
+    assert read_class_names(tmp_path / "classes.txt") == ["Black footed Albatross", "Laysan Albatross"]
+    (tmp_path / "names.txt").write_text("Cardinal\nBlue Jay\n")
+    assert read_class_names(tmp_path / "names.txt") == ["Cardinal", "Blue Jay"]
+
+
+def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
+    # The resnet50 recipe with a tiny timm ResNet in place of ResNet-50 (same module names, same taps).
+    recipe = convert.original_recipe
+    monkeypatch.setattr(convert, "original_recipe", lambda *args, **kwargs: recipe(*args, **kwargs, backbone="test_resnet"))
+    torch.manual_seed(0)
+    config = original_recipe("resnet50", 5, image_size=64, fpn_size=16, num_selects=[32, 32, 16, 4], backbone="test_resnet")
+    source = PimForImageClassification(config).eval()
+    torch.save({"model": to_original(source), "optimizer": {}, "epoch": 49}, tmp_path / "best.pt")
+    names = ["Black footed Albatross", "Laysan Albatross", "Sooty Albatross", "Groove billed Ani", "Crested Auklet"]
+    (tmp_path / "classes.txt").write_text("".join(f"{i + 1} {i + 1:03d}.{n.replace(' ', '_')}\n" for i, n in enumerate(names)))
+    output_dir = tmp_path / "converted"
+    argv = [str(tmp_path / "best.pt"), "--backbone", "resnet50", "--num_classes", "5", "--output_dir", str(output_dir)]
+    argv += ["--class_names", str(tmp_path / "classes.txt"), "--image_size", "64", "--num_selects", "32", "32", "16", "4"]
+    assert convert.main(argv) == 0
+    assert "tensors converted" in capsys.readouterr().out
+
+    model = PimForImageClassification.from_pretrained(output_dir).eval()
+    assert model.config.id2label[0] == "Black footed Albatross" and model.config.label2id["Crested Auklet"] == 4
+    assert not model.config.backbone_pretrained
+    with torch.no_grad():
+        torch.testing.assert_close(model(images()).logits, source(images()).logits, rtol=0, atol=0)
+    processor = PimImageProcessor.from_pretrained(output_dir)
+    assert processor.crop_size["height"] == 64 and list(processor.image_mean) == pytest.approx([0.485, 0.456, 0.406])
+
+    bad = argv[:3] + ["--num_classes", "200"] + argv[5:]
+    assert convert.main(bad) == 2
+    assert "--num_classes 200 but the checkpoint was trained with num_classes=5" in capsys.readouterr().err
