@@ -110,6 +110,9 @@ class DataTrainingArguments:
         },
     )
     synthetic_num_classes: int = field(default=8, metadata={"help": "Classes of the synthetic demo set."})
+    synthetic_train_per_class: int = field(
+        default=400, metadata={"help": "Training images per class of the synthetic demo set (50 for validation and test)."}
+    )
     synthetic_dir: str | None = field(
         default=None, metadata={"help": "Where the synthetic demo set is generated (default: a cache folder)."}
     )
@@ -161,7 +164,12 @@ def load_data(data_args: DataTrainingArguments, seed: int):
         datasets = load_hub_dataset(_required(data_args, "dataset_name"), name=data_args.dataset_config_name)
     elif data_args.dataset == "synthetic":
         root = generate_fine_grained_dataset(
-            data_args.synthetic_dir or default_cache_dir(), num_classes=data_args.synthetic_num_classes, seed=0
+            data_args.synthetic_dir or default_cache_dir(),
+            num_classes=data_args.synthetic_num_classes,
+            train_per_class=data_args.synthetic_train_per_class,
+            validation_per_class=50,
+            test_per_class=50,
+            seed=0,
         )
         datasets = load_image_folders(root / "train", root / "validation", root / "test")
     else:

@@ -214,6 +214,8 @@ class FeaturePyramid(nn.Module):
             return tokens.transpose(1, 2).reshape(batch_size, channels, *size)
         if coarse.shape[-2:] == size:
             return coarse
+        # On CPU, bilinear interpolation of a channels-last map avoids two layout copies (same values).
+        coarse = coarse.contiguous(memory_format=torch.channels_last)
         return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False)
 
     def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -364,6 +366,17 @@ def _reset_to_pytorch_default(module: nn.Module) -> None:
         init.zeros_(module.num_batches_tracked)
 
 
+def _dropped_token_loss(token_logits: torch.Tensor, selected: torch.LongTensor) -> torch.Tensor:
+    """
+    `MSE(tanh(dropped token logits), -1)`, computed as (all tokens − selected tokens) so that its backward does not go
+    through a gather of the (B, N - S, K) dropped logits.
+    """
+    batch_size, num_tokens, num_labels = token_logits.shape
+    penalty = (torch.tanh(token_logits) + 1).square().sum(-1)  # (B, N)
+    dropped_penalty = penalty.sum() - penalty.gather(1, selected).sum()
+    return dropped_penalty / (batch_size * (num_tokens - selected.shape[1]) * num_labels)
+
+
 class PimForImageClassification(PimPreTrainedModel):
     """PIM with its losses: `forward(pixel_values, labels=None)`; see [`PimConfig`] for every module switch."""
 
@@ -471,16 +484,23 @@ class PimForImageClassification(PimPreTrainedModel):
         output.loss_layers = sum(F.cross_entropy(logits, labels) for logits in output.layer_logits)
         loss = config.lambda_b * output.loss_layers
         if output.selected_token_logits is not None:
-            output.loss_selected = sum(
-                F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
-                for logits in output.selected_token_logits
-            )
-            dropped = [logits for logits in output.dropped_token_logits if logits.shape[1] > 0]
+            # With lambda_s = 0 (the paper's default) the selected-token loss is only logged: keep it out of the graph.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_s != 0):
+                output.loss_selected = sum(
+                    F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
+                    for logits in output.selected_token_logits
+                )
             output.loss_dropped = sum(
-                (F.mse_loss(torch.tanh(logits), torch.full_like(logits, -1.0)) for logits in dropped),
+                (
+                    _dropped_token_loss(logits, indices)
+                    for logits, indices in zip(output.token_logits, output.selected_indices)
+                    if logits.shape[1] > indices.shape[1]
+                ),
                 torch.zeros((), device=labels.device),
             )
-            loss = loss + config.lambda_s * output.loss_selected + config.lambda_n * output.loss_dropped
+            loss = loss + config.lambda_n * output.loss_dropped
+            if config.lambda_s != 0:
+                loss = loss + config.lambda_s * output.loss_selected
         if self.combiner is not None:
             output.loss_combiner = F.cross_entropy(output.logits, labels)
             loss = loss + config.lambda_c * output.loss_combiner
