@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from tiny_models import tiny_pim_config
+
+from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.heatmap import compute_heatmap, main, model_view
 
 
@@ -16,16 +18,7 @@ NUM_SELECTS = [16, 8, 4, 2]
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    config = PimConfig(
-        backbone="test_resnet",
-        image_size=64,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        fpn_size=32,
-        num_selects=NUM_SELECTS,
-        tokens_per_graph_node=2,
-    )
+    config = tiny_pim_config(LABELS, num_selects=NUM_SELECTS)
     return PimForImageClassification(config).eval()
 
 

@@ -11,7 +11,9 @@ import torch
 from huggingface_hub import is_offline_mode
 from PIL import Image
 
-from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from tiny_models import tiny_pim_config
+
+from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.infer import (
     UserInputError,
     evaluation_report,
@@ -29,16 +31,7 @@ FOLDERS = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Alba
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
-    config = PimConfig(
-        backbone="test_resnet",
-        image_size=64,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        fpn_size=32,
-        num_selects=[16, 8, 4, 2],
-        tokens_per_graph_node=2,
-    )
+    config = tiny_pim_config(LABELS)
     model = PimForImageClassification(config)
     processor = PimImageProcessor.for_image_size(64)
     # Make the untrained model's predictions vary between the test images: BatchNorm statistics of these images,

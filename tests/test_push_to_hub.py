@@ -14,6 +14,8 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
+from tiny_models import tiny_pim_config
+
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
 from modeling_pim.model_card import base_model_id, build_model_card, describe_dataset
 
@@ -43,16 +45,7 @@ def push_to_hub():
 
 @pytest.fixture(scope="module")
 def config():
-    return PimConfig(
-        backbone="test_resnet",
-        image_size=64,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: i for i, label in enumerate(LABELS)},
-        fpn_size=32,
-        num_selects=[16, 8, 4, 2],
-        tokens_per_graph_node=2,
-    )
+    return tiny_pim_config(LABELS)
 
 
 @pytest.fixture(scope="module")
