@@ -392,8 +392,6 @@ class PimForImageClassification(PimPreTrainedModel):
                         f"{num_tokens} tokens at image_size={config.image_size} ({self.backbone.grid_sizes[layer]}²): "
                         "select at most that many tokens."
                     )
-        if config.use_selection and len(config.num_selects) != num_layers:
-            raise ValueError(f"`num_selects` needs one entry per layer ({num_layers}), got {config.num_selects}.")
 
         self.feature_pyramid = None
         self.token_classifiers = None
