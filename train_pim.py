@@ -132,13 +132,14 @@ class DataTrainingArguments:
 
 def parse_arguments(argv: list[str]) -> tuple:
     """Recipe (YAML) first if given, then command-line flags overriding it."""
-    parser = HfArgumentParser((PimArguments, ModelArguments, DataTrainingArguments, TrainingArguments))
+    argument_classes = (PimArguments, ModelArguments, DataTrainingArguments, TrainingArguments)
+    parser = HfArgumentParser(argument_classes)
     if argv and argv[0].endswith((".yaml", ".yml")):
         recipe = Path(argv[0])
         if not recipe.is_file():
             raise FileNotFoundError(f"Recipe {recipe} does not exist: see the configuration/ folder for examples.")
         values = yaml.safe_load(recipe.read_text()) or {}
-        known = {action.dest for action in parser._actions}
+        known = {field.name for cls in argument_classes for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{recipe}: unknown keys {unknown}; every key must be a flag of train_pim.py (--help).")
