@@ -147,6 +147,19 @@ def test_validation_split_is_carved_from_train_and_test_is_evaluated_with_the_se
     assert results["test"]["test_num_samples"] == 12
 
 
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train", "validation"), images_per_class=3)
+    results = run(
+        tmp_path / "run",
+        "--train_dir", str(data_dir / "train"),
+        "--validation_dir", str(data_dir / "validation"),
+        "--max_steps", "2",
+        "--bf16", "true",
+    )  # fmt: skip
+    assert math.isfinite(results["train"]["train_loss"])
+    assert results["eval"]["eval_num_samples"] == 9
+
+
 def test_ddp_with_two_processes_counts_every_evaluation_sample_once(tmp_path):
     data_dir = make_image_folders(tmp_path / "data", splits=("train", "validation"), images_per_class=3)
     output_dir = tmp_path / "run"
