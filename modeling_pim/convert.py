@@ -296,6 +296,8 @@ def convert_state_dict(
             if our_key is None or our_key not in expected:
                 report.unmapped.append(key)
                 continue
+        if tensor.dim() == 3 and tuple(expected[our_key]) == (*tensor.shape, 1):
+            tensor = tensor.unsqueeze(-1)  # the original's Conv1d token classifier is our 1×1 Conv2d
         if tuple(expected[our_key]) != tuple(tensor.shape):
             raise ConversionError(
                 f"{key} -> {our_key}: shape {tuple(tensor.shape)} in the checkpoint but {tuple(expected[our_key])} in "

@@ -95,6 +95,8 @@ def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
         elif match := re.match(r"token_classifiers\.(\d+)\.layers\.(.+)", key):
             prefix = "fpn_classifier_" if config.use_fpn else "selector.classifier_l_"
             name = f"{prefix}{LAYERS[int(match[1])]}.{match[2]}"
+            if value.dim() == 4:
+                value = value.squeeze(-1)  # the original classifies tokens with Conv1d
         elif match := re.match(r"combiner\.projections\.(\d+)\.(.+)", key):
             name = f"combiner.proj_{LAYERS[int(match[1])]}.{match[2]}"
         elif match := re.match(r"combiner\.(\w+)(.*)", key):
@@ -187,7 +189,7 @@ def test_shape_mismatch_names_key_shapes_and_cause():
         convert_state_dict(original, tiny_config("resnet", num_labels=7))
     message = str(error.value)
     assert "fpn_classifier_layer1.3.weight -> token_classifiers.0.layers.3.weight" in message
-    assert "(5, 16, 1)" in message and "(7, 16, 1)" in message and "--num_classes" in message
+    assert "(5, 16, 1)" in message and "(7, 16, 1, 1)" in message and "--num_classes" in message
     with pytest.raises(ConversionError, match=r"backbone\..*--backbone"):
         convert_state_dict(original, tiny_config("resnet", backbone="test_efficientnet"))
     with pytest.raises(ConversionError, match=r"combiner.node_pool.*--num_selects"):
