@@ -7,7 +7,7 @@ Uploads a trained PIM model to the Hugging Face Hub with a model card:
 The model and its image processor are loaded from `--model_dir` and saved again into a staging folder, so that the
 upload always holds `model.safetensors`, `config.json` (with `auto_map`), `preprocessor_config.json`, the model's
 code (`configuration_pim.py`, `modeling_pim.py`, `image_processing_pim.py`) and a `README.md` model card
-([`modeling_pim.model_card.build_model_card`]), plus the training run's `eval_results.json` / `test_results.json`
+([`modeling_pim.hub.model_card.build_model_card`]), plus the training run's `eval_results.json` / `test_results.json`
 when present. `--dry_run` writes exactly that folder to `--local_dir` and uploads nothing (it works offline).
 
 The Hub token comes from the usual places: the `HF_TOKEN` environment variable or `hf auth login`.
@@ -26,7 +26,7 @@ from huggingface_hub.utils import validate_repo_id
 from transformers.utils import logging
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
-from modeling_pim.model_card import METRICS_FILES, build_model_card, read_training_outputs
+from modeling_pim.hub.model_card import METRICS_FILES, build_model_card, read_training_outputs
 
 
 logger = logging.get_logger(__name__)

@@ -24,10 +24,10 @@ from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim.fgvc_datasets import load_cub200, load_hub_dataset, load_image_folders, load_nabirds, split_validation
-from modeling_pim.synthetic import default_cache_dir, generate_fine_grained_dataset
-from modeling_pim.training import PimTrainer, build_compute_metrics, stack_heads
-from modeling_pim.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
+from modeling_pim.data.fgvc_datasets import load_cub200, load_hub_dataset, load_image_folders, load_nabirds, split_validation
+from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
+from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
+from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, stack_heads
 
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """
-Miniature fine-grained datasets on disk, in the layouts the loaders of `modeling_pim.fgvc_datasets` read: the
+Miniature fine-grained datasets on disk, in the layouts the loaders of `modeling_pim.data.fgvc_datasets` read: the
 official CUB-200-2011 and NABirds archives and pre-split class folders. Plain functions so that dataset, transform and
 training tests can all build them.
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim import convert
-from modeling_pim.convert import (
+from modeling_pim.tools import convert
+from modeling_pim.tools.convert import (
     ConversionError,
     config_for_checkpoint,
     convert_state_dict,

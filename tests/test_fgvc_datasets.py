@@ -1,4 +1,4 @@
-"""Tests of `modeling_pim.fgvc_datasets` on miniature archives written by `fgvc_trees`."""
+"""Tests of `modeling_pim.data.fgvc_datasets` on miniature archives written by `fgvc_trees`."""
 
 import logging
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from fgvc_trees import FOLDER_CLASS_NAMES, class_color, make_image_folders, make_nabirds_tree
 
-from modeling_pim import fgvc_datasets
-from modeling_pim.fgvc_datasets import (
+from modeling_pim.data import fgvc_datasets
+from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
     find_unreadable_images,
     load_cub200,

@@ -14,7 +14,7 @@ from PIL import Image
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
-from modeling_pim.infer import (
+from modeling_pim.tools.infer import (
     UserInputError,
     evaluation_report,
     load_image,
@@ -104,7 +104,7 @@ def test_flat_folder_of_unlabeled_images(model_dir, tmp_path, caplog):
     shutil.copytree(model_dir, model_without_processor, ignore=shutil.ignore_patterns("preprocessor_config.json"))
     output = tmp_path / "out"
 
-    with caplog.at_level(logging.WARNING, logger="modeling_pim.infer"):
+    with caplog.at_level(logging.WARNING, logger="modeling_pim.tools.infer"):
         assert run(model_without_processor, images, "--output_dir", output, "--top_k", "2") == 0
 
     assert "no preprocessor_config.json" in caplog.text

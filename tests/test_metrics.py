@@ -1,4 +1,4 @@
-"""Tests of `modeling_pim.metrics` and the bundled `evaluate` accuracy module (offline)."""
+"""Tests of `modeling_pim.training.metrics` and the bundled `evaluate` accuracy module (offline)."""
 
 import time
 
@@ -6,8 +6,8 @@ import evaluate
 import numpy as np
 import pytest
 
-from modeling_pim import metrics
-from modeling_pim.metrics import (
+from modeling_pim.training import metrics
+from modeling_pim.training.metrics import (
     BUNDLED_ACCURACY_PATH,
     classification_metrics,
     load_accuracy_metric,

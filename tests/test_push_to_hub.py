@@ -17,7 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim.model_card import base_model_id, build_model_card, describe_dataset
+from modeling_pim.hub.model_card import base_model_id, build_model_card, describe_dataset
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from modeling_pim.synthetic import (
+from modeling_pim.data.synthetic import (
     DETAIL_PATTERNS,
     MAX_NUM_CLASSES,
     SPLITS,

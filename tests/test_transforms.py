@@ -1,4 +1,4 @@
-"""Tests of `modeling_pim.transforms`."""
+"""Tests of `modeling_pim.data.transforms`."""
 
 import pickle
 from types import SimpleNamespace
@@ -10,8 +10,8 @@ import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from modeling_pim.fgvc_datasets import load_cub200
-from modeling_pim.transforms import (
+from modeling_pim.data.fgvc_datasets import load_cub200
+from modeling_pim.data.transforms import (
     ConvertToRGB,
     build_eval_transform,
     build_train_transform,

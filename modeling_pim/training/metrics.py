@@ -1,7 +1,7 @@
 """
 Classification metrics: plain NumPy functions (top-k accuracy, mean per-class accuracy) and top-1 accuracy through
 an `evaluate` module — the Hub's `accuracy` when the Hub can be used, else the identical copy bundled in
-`modeling_pim/evaluate_modules/accuracy`, so that evaluation also works offline.
+`modeling_pim/training/evaluate_modules/accuracy`, so that evaluation also works offline.
 """
 
 import functools

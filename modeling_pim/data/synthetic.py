@@ -350,7 +350,7 @@ def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line entry point: `python -m modeling_pim.synthetic OUTPUT_DIR [--num_classes ...]`."""
+    """Command line entry point: `python -m modeling_pim.data.synthetic OUTPUT_DIR [--num_classes ...]`."""
     arguments = _parse_args(argv)
     start = time.perf_counter()
     path = generate_fine_grained_dataset(**vars(arguments))

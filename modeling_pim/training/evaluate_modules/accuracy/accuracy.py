@@ -28,7 +28,7 @@ Returns:
     accuracy (`float`): in [0, 1] with `normalize=True`, else between 0 and the number (or total weight) of examples.
 
 Examples:
-    >>> accuracy = evaluate.load("modeling_pim/evaluate_modules/accuracy")
+    >>> accuracy = evaluate.load("modeling_pim/training/evaluate_modules/accuracy")
     >>> accuracy.compute(references=[0, 1, 2, 0, 1, 2], predictions=[0, 1, 1, 2, 1, 0])
     {'accuracy': 0.5}
 """

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from .configuration_pim import PimConfig
-from .image_processing_pim import PimImageProcessor
-from .modeling_pim import PimForImageClassification
+from ..configuration_pim import PimConfig
+from ..image_processing_pim import PimImageProcessor
+from ..modeling_pim import PimForImageClassification
 
 
 BACKBONES = ("swin-t", "resnet50", "vit", "efficient")

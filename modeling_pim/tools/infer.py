@@ -51,8 +51,8 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import cached_file, logging
 
-from .image_processing_pim import PimImageProcessor
-from .metrics import classification_metrics
+from ..image_processing_pim import PimImageProcessor
+from ..training.metrics import classification_metrics
 
 
 logger = logging.get_logger(__name__)
@@ -369,7 +369,7 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_labels: in
 
 def evaluation_report(logits: np.ndarray, labels: np.ndarray, id2label: dict[int, str]) -> dict[str, Any]:
     """
-    Accuracy of the final head's `logits` as training reports it ([`modeling_pim.metrics.classification_metrics`]:
+    Accuracy of the final head's `logits` as training reports it ([`modeling_pim.training.metrics.classification_metrics`]:
     top-1, top-5 and mean per-class accuracy over the classes that have images), plus each class's accuracy and
     count, the most confused (true, predicted) pairs and the confusion matrix.
     """

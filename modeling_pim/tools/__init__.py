@@ -1,0 +1,1 @@
+"""Command-line tools: `pim-infer`, `pim-heatmap`, `pim-convert`."""
