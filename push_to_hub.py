@@ -27,12 +27,13 @@ from transformers.utils import logging
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.hub.model_card import METRICS_FILES, build_model_card, read_training_outputs
+from modeling_pim.utils.cli import UserInputError, add_debug_argument, run_command
 
 
 logger = logging.get_logger(__name__)
 
 
-class PushError(Exception):
+class PushError(UserInputError):
     """A problem the user can fix (a path, an id, a login): reported without a traceback."""
 
 
@@ -103,6 +104,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--dry_run", action="store_true", help="Write what would be uploaded to --local_dir; upload nothing."
     )
     parser.add_argument("--local_dir", default=None, help="With --dry_run: an empty or new folder to write to.")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.dry_run and args.local_dir is None:
         parser.error("--dry_run needs --local_dir DIR, the folder to write the staged upload to.")
@@ -115,29 +117,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stages the model, then uploads it (or, with --dry_run, leaves it in --local_dir). 0 on success, 2 on errors."""
+def _run(argv: list[str]) -> int:
+    """Stages the model, then uploads it (or, with --dry_run, leaves it in --local_dir)."""
     args = parse_args(argv)
     model_dir = Path(args.model_dir).expanduser()
-    try:
-        if not model_dir.is_dir():
-            raise PushError(f"--model_dir {str(model_dir)!r} is not a folder.")
-        if args.dry_run:
-            local_dir = Path(args.local_dir).expanduser()
-            if local_dir.exists() and any(local_dir.iterdir()):
-                raise PushError(f"--local_dir {str(local_dir)!r} is not empty: give a new or empty folder.")
-            local_dir.mkdir(parents=True, exist_ok=True)
-            files = stage_model(model_dir, args.repo_id, local_dir, args.license_id)
-            print(f"Dry run: wrote {', '.join(files)} to {local_dir}; nothing was uploaded.")
-            return 0
-        with tempfile.TemporaryDirectory() as staging_dir:
-            files = stage_model(model_dir, args.repo_id, Path(staging_dir), args.license_id)
-            url = upload(Path(staging_dir), args.repo_id, args.private, args.commit_message)
-    except PushError as error:
-        print(f"push_to_hub.py: error: {error}", file=sys.stderr)
-        return 2
+    if not model_dir.is_dir():
+        raise PushError(f"--model_dir {str(model_dir)!r} is not a folder.")
+    if args.dry_run:
+        local_dir = Path(args.local_dir).expanduser()
+        if local_dir.exists() and any(local_dir.iterdir()):
+            raise PushError(f"--local_dir {str(local_dir)!r} is not empty: give a new or empty folder.")
+        local_dir.mkdir(parents=True, exist_ok=True)
+        files = stage_model(model_dir, args.repo_id, local_dir, args.license_id)
+        print(f"Dry run: wrote {', '.join(files)} to {local_dir}; nothing was uploaded.")
+        return 0
+    with tempfile.TemporaryDirectory() as staging_dir:
+        files = stage_model(model_dir, args.repo_id, Path(staging_dir), args.license_id)
+        url = upload(Path(staging_dir), args.repo_id, args.private, args.commit_message)
     print(f"Uploaded {', '.join(files)} to https://huggingface.co/{args.repo_id} ({url}).")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `push_to_hub.py`: 0 on success, 2 on a user error."""
+    return run_command("push_to_hub.py", _run, argv)
 
 
 __all__ = ["PushError", "main", "stage_model", "upload"]

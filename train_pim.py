@@ -28,6 +28,7 @@ from modeling_pim.data.fgvc_datasets import load_cub200, load_hub_dataset, load_
 from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
 from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
 from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, stack_heads
+from modeling_pim.utils.cli import run_command
 
 
 logger = logging.getLogger(__name__)
@@ -297,4 +298,4 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("train_pim.py", main))

@@ -238,7 +238,7 @@ def test_bad_image_folders_are_clear_errors(model_dir, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert run(model_dir, empty, "--output_dir", tmp_path / "out") == 2
     assert "contains no image file" in capsys.readouterr().err
-    assert run(model_dir, unreadable, "--output_dir", tmp_path / "out") == 1
+    assert run(model_dir, unreadable, "--output_dir", tmp_path / "out") == 2
     captured = capsys.readouterr()
     assert "fake.png" in captured.out and "none of the 1 image files could be read" in captured.err
 

@@ -32,6 +32,7 @@ import torch
 from ..configuration_pim import PimConfig
 from ..image_processing_pim import PimImageProcessor
 from ..modeling_pim import PimForImageClassification
+from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
 
 
 BACKBONES = ("swin-t", "resnet50", "vit", "efficient")
@@ -61,7 +62,7 @@ _UNUSED_BACKBONE_MODULES = {
 _RECOMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
 
 
-class ConversionError(ValueError):
+class ConversionError(UserInputError, ValueError):
     """A checkpoint that cannot be converted into the requested PIM model, with the reason."""
 
 
@@ -496,17 +497,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="save even when checkpoint tensors have no place in the model or model tensors are not in the checkpoint",
     )
+    add_debug_argument(parser)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        raise UserInputError(f"Checkpoint {args.checkpoint!r} does not exist or is not a file: give the original best.pt.")
+    if args.class_names and not Path(args.class_names).is_file():
+        raise UserInputError(
+            f"--class_names {args.class_names!r} does not exist or is not a file: give CUB's classes.txt or a file "
+            "with one class name per line."
+        )
+    output_dir = check_output_directory(args.output_dir, "--output_dir")
     try:
         class_names = read_class_names(args.class_names) if args.class_names else None
         report = convert_checkpoint(
             args.checkpoint,
             args.backbone,
-            args.output_dir,
+            output_dir,
             num_classes=args.num_classes,
             class_names=class_names,
             image_size=args.image_size,
@@ -516,11 +526,15 @@ def main(argv: list[str] | None = None) -> int:
             allow_missing=args.allow_missing,
         )
     except ValueError as error:  # ConversionError, or a PimConfig / PimForImageClassification refusing the values
-        print(f"pim-convert: error: {error}", file=sys.stderr)
-        return 2
+        raise UserInputError(str(error)) from error
     print(report.format())
-    print(f"Saved to {args.output_dir}: load it with PimForImageClassification.from_pretrained({args.output_dir!r}).")
+    print(f"Saved to {output_dir}: load it with PimForImageClassification.from_pretrained({str(output_dir)!r}).")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `pim-convert`: 0 on success, 2 on a user error."""
+    return run_command("pim-convert", _run, argv)
 
 
 if __name__ == "__main__":

@@ -32,17 +32,14 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel
 
-from .infer import (
-    UserInputError,
-    add_model_arguments,
-    load_image,
-    load_model_and_processor,
-    resolve_device,
-    resolve_dtype,
-)
+from ..utils.cli import UserInputError, add_debug_argument, check_output_file, run_command
+from .infer import add_model_arguments, load_image, load_model_and_processor, resolve_device, resolve_dtype
 
 
 LAYER_COLOURS = ("#00e5ff", "#76ff03", "#ffea00", "#ff3d00", "#d500f9", "#ffffff")
+# The formats `Figure.savefig` writes without extra libraries; a name without an extension gets `.png`.
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".pdf", ".svg", ".eps", ".ps")
+DEFAULT_FIGURE_SUFFIX = ".png"
 
 
 class HeatmapResult(NamedTuple):
@@ -217,8 +214,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Class-aware heatmap of a PIM model on one image, with the tokens its selector kept.",
     )
     add_model_arguments(parser)
+    add_debug_argument(parser)
     parser.add_argument("image", help="The image file.")
-    parser.add_argument("--output", required=True, help="PNG file to write.")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help=f"Figure file to write: {', '.join(FIGURE_SUFFIXES)}; a name without an extension gets .png.",
+    )
     parser.add_argument(
         "--target_class",
         default=None,
@@ -227,8 +229,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_heatmap(args: argparse.Namespace) -> str:
-    """Runs `pim-heatmap` with parsed arguments; returns the figure's title."""
+def run_heatmap(args: argparse.Namespace) -> tuple[str, str]:
+    """Runs `pim-heatmap` with parsed arguments; returns the figure's title and the file written."""
+    output = check_output_file(args.output, "--output", FIGURE_SUFFIXES, DEFAULT_FIGURE_SUFFIX)
     if not os.path.isfile(args.image):
         raise UserInputError(f"Image {args.image!r} does not exist or is not a file.")
     try:
@@ -252,20 +255,20 @@ def run_heatmap(args: argparse.Namespace) -> str:
     if target is not None:
         title += f" — heatmap of: {id2label[target]}"
     seen = model_view(pixel_values[0], processor)
-    plot_heatmap(original, seen, result, model.backbone.grid_sizes, title, args.output)
-    return title
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plot_heatmap(original, seen, result, model.backbone.grid_sizes, title, output)
+    return title, str(output)
+
+
+def _run(argv: list[str]) -> int:
+    title, output = run_heatmap(parse_args(argv))
+    print(f"{title}\nWrote {output}.")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `pim-heatmap`: 0 on success, 2 on a user error."""
-    args = parse_args(argv)
-    try:
-        title = run_heatmap(args)
-    except UserInputError as error:
-        print(f"pim-heatmap: error: {error}", file=sys.stderr)
-        return 2
-    print(f"{title}\nWrote {args.output}.")
-    return 0
+    return run_command("pim-heatmap", _run, argv)
 
 
 __all__ = ["HeatmapResult", "compute_heatmap", "main", "model_view", "plot_heatmap", "resolve_target_class"]

@@ -53,6 +53,7 @@ from transformers.utils import cached_file, logging
 
 from ..image_processing_pim import PimImageProcessor
 from ..training.metrics import classification_metrics
+from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
 
 
 logger = logging.get_logger(__name__)
@@ -68,10 +69,6 @@ CONFUSION_MATRIX_FILENAME = "confusion_matrix.png"
 MAX_NAMED_CLASSES = 60
 NUM_CONFUSED_PAIRS = 10
 TOP5 = 5
-
-
-class UserInputError(Exception):
-    """A problem with what the user asked for (a path, an id, an option): reported without a traceback."""
 
 
 @dataclass
@@ -185,7 +182,37 @@ def load_model_and_processor(
             "trained with other statistics, save its processor next to it."
         )
         processor = PimImageProcessor.for_image_size(image_size)
+    _check_processor_size(processor, model.config, model_name_or_path, is_local)
     return model.to(device).eval(), processor
+
+
+def _processed_size(processor: Any) -> tuple[int, int] | None:
+    """The `(height, width)` of the images `processor` outputs, when fixed: its crop size, else its resize size."""
+    value = getattr(processor, "crop_size", None) if getattr(processor, "do_center_crop", False) else None
+    value = value or getattr(processor, "size", None)
+    height, width = (value.get("height"), value.get("width")) if hasattr(value, "get") else (None, None)
+    return (height, width) if isinstance(height, int) and isinstance(width, int) else None
+
+
+def _check_processor_size(processor: Any, config: Any, model_name_or_path: str, is_local: bool) -> None:
+    """
+    Raises a `UserInputError` pointing at the model's `preprocessor_config.json` when its processor makes images of
+    another size than the model's `config.image_size` (a PIM model takes one size only).
+    """
+    image_size = getattr(config, "image_size", None)
+    processed = _processed_size(processor)
+    if not isinstance(image_size, int) or processed is None or processed == (image_size, image_size):
+        return
+    where = (
+        str(Path(model_name_or_path) / "preprocessor_config.json")
+        if is_local
+        else f"preprocessor_config.json of {model_name_or_path!r}"
+    )
+    raise UserInputError(
+        f"{where} makes {processed[0]}×{processed[1]} images but the model takes {image_size}×{image_size} "
+        f"(config.json image_size): set its crop_size (and size) to {image_size}, e.g. with "
+        f"PimImageProcessor.for_image_size({image_size}).save_pretrained(...), or delete the file to use that default."
+    )
 
 
 def load_image(path: str | os.PathLike) -> PIL.Image.Image:
@@ -474,7 +501,9 @@ def write_predictions(
 def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     """Runs `pim-infer` with parsed arguments; returns what it wrote to `infer_results.json`."""
     device = resolve_device(args.device)
-    root, files = list_image_folder(args.images_dir)  # a bad folder fails before the model is loaded
+    # Bad inputs and outputs fail before the model is loaded.
+    root, files = list_image_folder(args.images_dir)
+    output_dir = check_output_directory(args.output_dir, "--output_dir")
     model, processor = load_model_and_processor(args.model, device, revision=args.revision)
     id2label = {int(class_id): name for class_id, name in model.config.id2label.items()}
     label2id = None if args.ignore_labels else {name: class_id for class_id, name in id2label.items()}
@@ -486,7 +515,6 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     )
     dtype = resolve_dtype(args.dtype, device)
     logits, indices, errors = predict(model, processor, images, args.batch_size, args.num_workers, dtype)
-    output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_predictions(output_dir / PREDICTIONS_FILENAME, images, logits, indices, id2label, args.top_k)
     results: dict[str, Any] = {
@@ -564,6 +592,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Classify a folder of images with a trained PIM model; with class folders, also measure accuracy.",
     )
     add_model_arguments(parser)
+    add_debug_argument(parser)
     parser.add_argument(
         "images_dir",
         help="A flat folder of images (predictions only) or a folder of <class name>/ folders (and accuracy).",
@@ -591,23 +620,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `pim-infer`: 0 on success, 1 when no image could be read, 2 on a user error."""
+def _run(argv: list[str]) -> int:
     args = parse_args(argv)
-    try:
-        results = run_inference(args)
-    except UserInputError as error:
-        print(f"pim-infer: error: {error}", file=sys.stderr)
-        return 2
+    results = run_inference(args)
     print_summary(results, args.output_dir)
     if not results["num_predicted"]:
-        print(f"pim-infer: error: none of the {results['num_images']} image files could be read.", file=sys.stderr)
-        return 1
+        raise UserInputError(
+            f"none of the {results['num_images']} image files could be read (reasons in "
+            f"{Path(args.output_dir) / RESULTS_FILENAME}): check that {results['images_dir']!r} holds images PIL opens."
+        )
     return 0
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `pim-infer`: 0 on success, 2 on a user error or when no image could be read."""
+    return run_command("pim-infer", _run, argv)
+
+
 __all__ = [
-    "UserInputError",
     "collect_images",
     "evaluation_report",
     "list_image_folder",

@@ -1,0 +1,230 @@
+"""
+The one way every command-line entry point fails (`pim-infer`, `pim-heatmap`, `pim-convert`, `push_to_hub.py`,
+`train_pim.py`).
+
+A problem the user can fix (a path, a flag value, a damaged model file) is reported as one line,
+`<program>: error: <what, which file or flag, which value, and the fix>`, with exit code 2 and no traceback, like
+argparse reports a bad flag. A bug (any other exception) keeps its traceback. `--debug` (or `PIM_DEBUG=1`) prints the
+traceback of a user error too.
+
+Known library errors are translated here, once for every entry point:
+
+- `safetensors.SafetensorError` (an empty, truncated or corrupt `.safetensors` file): the file is named, read from
+  the traceback (the `.safetensors` path that the failing code was opening);
+- `json.JSONDecodeError` while reading a `.json` file (a damaged `config.json` or `preprocessor_config.json`): the file
+  is named with the line and column.
+
+This module imports neither torch nor transformers, so that `--help` and argument errors answer at once.
+"""
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+
+DEBUG_ENVIRONMENT_VARIABLE = "PIM_DEBUG"
+DEBUG_FLAG = "--debug"
+USER_ERROR_EXIT_CODE = 2
+
+
+class UserInputError(Exception):
+    """
+    A problem the user can fix (a path, an id, a flag value): its message names the file or flag, the value and the
+    fix. Entry points run through [`run_command`] report it on one line, without a traceback.
+    """
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    """Adds `--debug` (show the traceback of a user error) to an entry point's parser."""
+    parser.add_argument(
+        DEBUG_FLAG,
+        action="store_true",
+        help=f"On an error, also print its full traceback (same as {DEBUG_ENVIRONMENT_VARIABLE}=1).",
+    )
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    """Whether `argv` holds `--debug` (before any `--`) or the environment sets `PIM_DEBUG` to a value other than 0."""
+    arguments = list(argv)
+    if "--" in arguments:
+        arguments = arguments[: arguments.index("--")]
+    return DEBUG_FLAG in arguments or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "0").strip() not in ("", "0")
+
+
+def _exception_chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then the exceptions it was raised from or while handling (`__cause__`, else `__context__`)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _file_in_traceback(error: BaseException, suffix: str) -> str | None:
+    """
+    The existing file ending in `suffix` that the code raising `error` was working on: the first such path among the
+    local variables of the traceback's frames, innermost frame first.
+    """
+    for frame, _ in reversed(list(traceback.walk_tb(error.__traceback__))):
+        for value in list(frame.f_locals.values()):
+            if isinstance(value, (str, os.PathLike)):
+                path = os.fspath(value)
+                if isinstance(path, str) and path.endswith(suffix) and os.path.isfile(path):
+                    return path
+    return None
+
+
+def _invalid_safetensors_message(error: BaseException) -> str:
+    path = _file_in_traceback(error, ".safetensors")
+    detail = str(error).removeprefix("Error while deserializing header: ")
+    if path is None:
+        return (
+            f"a model weights file is not a valid safetensors file ({detail}): download the model again or re-save "
+            "it with `save_pretrained`."
+        )
+    size = os.path.getsize(path)
+    what = "an empty file" if size == 0 else f"{size:,} bytes, {detail}"
+    return (
+        f"{path} is not a valid safetensors file ({what}): download it again, or re-save the model with "
+        "`save_pretrained`."
+    )
+
+
+def _invalid_json_message(error: json.JSONDecodeError) -> str | None:
+    path = _file_in_traceback(error, ".json")
+    if path is None:
+        return None
+    return (
+        f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): fix the file, or "
+        "download the model again or re-save it with `save_pretrained`."
+    )
+
+
+def user_error_message(error: BaseException) -> str | None:
+    """
+    The message to report for `error` when the user can fix it, else `None` (a bug, shown with its traceback).
+
+    The exceptions `error` was raised from are searched for the library errors this module translates (see the module
+    docstring); then a [`UserInputError`] gives its own message.
+    """
+    for link in _exception_chain(error):
+        if type(link).__name__ == "SafetensorError" and type(link).__module__.startswith("safetensors"):
+            return _invalid_safetensors_message(link)
+        if isinstance(link, json.JSONDecodeError):
+            message = _invalid_json_message(link)
+            if message is not None:
+                return message
+    if isinstance(error, UserInputError):
+        return str(error)
+    return None
+
+
+def run_command(program: str, command: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
+    """
+    Runs `command(argv)` (which parses the arguments and does the work) the way every entry point runs.
+
+    Args:
+        program (`str`):
+            The name in the error line, as argparse prints it (`pim-infer`, `train_pim.py`).
+        command (`Callable[[list[str]], Any]`):
+            The entry point's work; returns its exit code (anything but an `int`, e.g. `None` or a result, means 0).
+        argv (`Sequence[str]`, *optional*):
+            The arguments, `sys.argv[1:]` by default.
+
+    Returns:
+        `int`: the command's exit code, or 2 after printing `<program>: error: <message>` to stderr for a user error
+        (preceded by its traceback with `--debug` or `PIM_DEBUG=1`). Any other exception propagates with its
+        traceback.
+    """
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = command(arguments)
+    except Exception as error:
+        message = user_error_message(error)
+        if message is None:
+            raise
+        if debug_requested(arguments):
+            traceback.print_exception(error)
+        print(f"{program}: error: {message}", file=sys.stderr)
+        return USER_ERROR_EXIT_CODE
+    return status if isinstance(status, int) else 0
+
+
+def _check_folder(folder: Path, flag: str, given: str) -> None:
+    """
+    Raises a `UserInputError` naming `flag` when `folder` could not be created and written to: the nearest existing
+    folder on its path is a file or is not writable.
+    """
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())
+    if not existing.is_dir():
+        raise UserInputError(f"{flag} {given!r}: {str(existing)!r} is a file, not a folder: choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(
+            f"{flag} {given!r}: the folder {str(existing)!r} is not writable: choose a path you can write to."
+        )
+
+
+def check_output_directory(path: str | os.PathLike, flag: str) -> Path:
+    """
+    Checks an output folder before any work starts (without creating it, so that a failed run leaves nothing behind).
+
+    Raises:
+        `UserInputError`: the path or one of its parents is a file, or the folder could not be created or written to;
+        the message names `flag`.
+    """
+    given = os.fspath(path)
+    folder = Path(given).expanduser()
+    _check_folder(folder, flag, given)
+    return folder
+
+
+def check_output_file(path: str | os.PathLike, flag: str, suffixes: Sequence[str], default_suffix: str) -> Path:
+    """
+    Checks an output file before any work starts (without creating anything): a path without an extension gets
+    `default_suffix`. Returns the path to write, the one to report to the user; its folder may not exist yet.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The path the user gave.
+        flag (`str`):
+            The flag it came from, for the error messages (e.g. `"--output"`).
+        suffixes (`Sequence[str]`):
+            The extensions the writer supports, lower case with the dot (e.g. `(".png", ".pdf")`).
+        default_suffix (`str`):
+            The extension added to a path that has none.
+
+    Raises:
+        `UserInputError`: an unsupported extension, a path that is a folder, or a folder that could not be created or
+        written to; the message names `flag`, the value and the fix.
+    """
+    given = os.fspath(path)
+    output = Path(given).expanduser()
+    if not output.suffix:
+        output = output.with_name(output.name + default_suffix)
+    elif output.suffix.lower() not in suffixes:
+        raise UserInputError(
+            f"{flag} {given!r}: {output.suffix!r} is not a supported format; use one of {', '.join(suffixes)} (a "
+            f"name without an extension gets {default_suffix})."
+        )
+    if output.is_dir():
+        raise UserInputError(
+            f"{flag} {given!r} is a folder: give a file name such as {str(output / ('output' + default_suffix))!r}."
+        )
+    _check_folder(output.parent, flag, given)
+    return output
+
+
+__all__ = [
+    "UserInputError",
+    "add_debug_argument",
+    "debug_requested",
+    "check_output_directory",
+    "check_output_file",
+    "run_command",
+    "user_error_message",
+]
