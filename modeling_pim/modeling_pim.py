@@ -2,9 +2,31 @@
 
 Data flow (B batch, K classes, L layers, N_i tokens, C_i channels, D = `fpn_size`, S_i = `num_selects[i]`):
 timm backbone → L feature maps (B, C_i, h_i, w_i) → [FeaturePyramid] (B, D, h_i, w_i) → TokenClassifier per layer
-(B, N_i, K) → [WeaklySupervisedSelector] S_i most confident tokens per layer → [GraphCombiner] (B, K).
+(B, N_i, K) → [WeaklySupervisedSelector] S_i most confident tokens per layer → [GraphCombiner] (B, D) → classifier
+(B, K).
+
+Base model and head, as transformers' ConvNeXt and Swin split them:
+
+- [`PimModel`] (the base model, `AutoModel`) runs everything up to the fine-grained embedding `pooler_output`
+  `(B, D)`: the combiner's pooled graph representation before its classifier, or the mean of the deepest layer's tokens
+  when the combiner is off. The token classifiers belong to it although they have one output per class: the selector
+  ranks tokens by the confidence of their class distribution, so there is no selection, and no combiner input, without
+  them. The embedding is therefore the one a model trained on some classes finds discriminative: use it for
+  fine-grained retrieval (cosine similarity) among images of related classes.
+- [`PimForImageClassification`] adds what only classification needs: the final linear classifier (with its dropout)
+  on `pooler_output`, and the losses. With the combiner off, the logits are the deepest layer's mean token logits
+  (already computed by the base model) and no classifier is added; with every module off, the classifier reads the
+  pooled last backbone layer.
+
+`pipeline("image-feature-extraction", model=folder, trust_remote_code=True)` loads [`PimModel`] and returns
+`pooler_output` (the first field of [`PimModelOutput`]).
+
+Checkpoints saved before this split kept every module at the top level (`backbone.*`, `combiner.*`, ...) and the
+final classifier inside the combiner (`combiner.classifier.*`); [`LEGACY_KEY_MAPPING`] renames them, see
+[`PimPreTrainedModel.from_pretrained`].
 """
 
+import re
 from dataclasses import dataclass
 
 import timm
@@ -17,6 +39,40 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple
 
 from .configuration_pim import PimConfig
+
+
+@dataclass
+class PimModelOutput(ModelOutput):
+    r"""
+    Output of [`PimModel`]: the fine-grained embedding and what the classification head needs.
+
+    Args:
+        pooler_output (`torch.FloatTensor` of shape `(B, D)`):
+            The fine-grained embedding: the combiner's pooled graph representation before its classifier
+            (`D = fpn_size`, or `comb_proj_size` without the pyramid), or the mean of the deepest layer's tokens when
+            the combiner is off (`D = fpn_size` with the pyramid, else the backbone's last channels). First field, so
+            that `pipeline("image-feature-extraction")` returns it with or without `pool=True`.
+        last_hidden_state (`torch.FloatTensor` of shape `(B, N_L, C_L)`):
+            The tokens of the deepest layer PIM reads (pyramid features with `use_fpn`), row-major.
+        layer_logits (`tuple(torch.FloatTensor)` of shape `(B, K)` per layer, *optional*):
+            Mean of every layer's token logits (`None` when neither the pyramid nor the selector is used).
+        token_logits (`tuple(torch.FloatTensor)` of shape `(B, N_i, K)` per layer, *optional*):
+            Logits of every token of every layer, tokens in row-major order of the layer's feature map.
+        selected_token_logits (`tuple(torch.FloatTensor)` of shape `(B, S_i, K)` per layer, *optional*):
+            Logits of the tokens kept by the selector, most confident first.
+        dropped_token_logits (`tuple(torch.FloatTensor)` of shape `(B, N_i - S_i, K)` per layer, *optional*):
+            Logits of the tokens the selector dropped.
+        selected_indices (`tuple(torch.LongTensor)` of shape `(B, S_i)` per layer, *optional*):
+            Row-major positions of the selected tokens in their layer's feature map.
+    """
+
+    pooler_output: torch.FloatTensor | None = None
+    last_hidden_state: torch.FloatTensor | None = None
+    layer_logits: tuple[torch.FloatTensor, ...] | None = None
+    token_logits: tuple[torch.FloatTensor, ...] | None = None
+    selected_token_logits: tuple[torch.FloatTensor, ...] | None = None
+    dropped_token_logits: tuple[torch.FloatTensor, ...] | None = None
+    selected_indices: tuple[torch.LongTensor, ...] | None = None
 
 
 @dataclass
@@ -285,7 +341,7 @@ class GraphCombiner(nn.Module):
     """
     Fuses the selected tokens of all layers with one graph convolution: the tokens are pooled into
     `sum(num_selects) // tokens_per_graph_node` nodes linked by a learned adjacency plus a data-dependent one, then
-    read out into the final logits.
+    read out into one `(B, D)` representation (the fine-grained embedding; the classifier is the head's).
     """
 
     def __init__(self, num_tokens: int, hidden_size: int, config: PimConfig, layer_channels: list[int] | None):
@@ -307,8 +363,6 @@ class GraphCombiner(nn.Module):
         self.graph_conv = nn.Conv1d(hidden_size, hidden_size, 1)
         self.norm = nn.BatchNorm1d(hidden_size)
         self.node_readout = nn.Linear(num_nodes, 1)
-        self.dropout = nn.Dropout(config.combiner_dropout)
-        self.classifier = nn.Linear(hidden_size, config.num_labels)
 
     @staticmethod
     def initial_adjacency(num_nodes: int) -> torch.Tensor:
@@ -322,8 +376,44 @@ class GraphCombiner(nn.Module):
         key = self.key(hidden).mean(1)  # (B, J)
         adjacency = self.adjacency + self.alpha * torch.tanh(query[:, :, None] - key[:, None, :])  # (B, J, J)
         hidden = self.norm(torch.matmul(self.graph_conv(hidden), adjacency))  # (B, D, J)
-        hidden = self.node_readout(hidden).flatten(1)  # (B, D)
-        return self.classifier(self.dropout(hidden))
+        return self.node_readout(hidden).flatten(1)  # (B, D)
+
+
+def _block_class_names(model: nn.Module) -> list[str]:
+    """
+    Class names of the blocks of a timm model: the innermost modules that timm stacks in `nn.Sequential` /
+    `nn.ModuleList` containers and whose parameters are spread over several children (ResNet's `Bottleneck`, ViT's
+    `Block`, `SwinTransformerBlock`, `ConvNeXtBlock`, EfficientNet's `InvertedResidual`, ...). A block adds its input
+    to its output, so a device map must never put its children on different devices.
+    """
+
+    def spread(module: nn.Module) -> bool:
+        return sum(any(True for _ in child.parameters()) for child in module.children()) > 1
+
+    containers = (nn.Sequential, nn.ModuleList)
+    stacked = {
+        id(child): child
+        for container in model.modules()
+        if isinstance(container, containers)
+        for child in container.children()
+        if not isinstance(child, containers) and spread(child)
+    }
+    innermost = [
+        module
+        for module in stacked.values()
+        if not any(id(inner) in stacked for inner in module.modules() if inner is not module)
+    ]
+    return sorted({type(module).__name__ for module in innermost})
+
+
+# Keys of checkpoints saved before PimModel existed -> today's keys, applied in this order: the final classifier
+# moved from the combiner to the head, every other module under `base_model_prefix`. Used by
+# `PimPreTrainedModel.from_pretrained` (transformers' `key_mapping`) and `PimForImageClassification.load_state_dict`
+# (Trainer resuming from a checkpoint).
+LEGACY_KEY_MAPPING = {
+    r"^combiner\.classifier\.": "classifier.",
+    r"^(backbone|feature_pyramid|token_classifiers|combiner)\.": r"pim.\1.",
+}
 
 
 class PimPreTrainedModel(PreTrainedModel):
@@ -334,55 +424,87 @@ class PimPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     accepts_loss_kwargs = False
 
+    @classmethod
+    def from_pretrained(cls, *args, key_mapping: dict[str, str] | None = None, **kwargs):
+        r"""
+        [`PreTrainedModel.from_pretrained`], also for folders saved before [`PimModel`] existed: their keys are
+        renamed by [`LEGACY_KEY_MAPPING`] (given to transformers as `key_mapping`, before any `key_mapping` of yours).
+        As transformers does for every renaming it applies, a model loaded from such a folder is saved again with the
+        folder's keys; `save_pretrained(..., save_original_format=False)` writes today's keys.
+        """
+        return super().from_pretrained(*args, key_mapping={**LEGACY_KEY_MAPPING, **(key_mapping or {})}, **kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """
+        [`PreTrainedModel.save_pretrained`]. When the PIM classes are registered for the auto classes (importing
+        `modeling_pim` does it), `config.json`'s `auto_map` names both [`PimModel`] (`AutoModel`) and
+        [`PimForImageClassification`] (`AutoModelForImageClassification`), where transformers writes only the saved
+        class's entry.
+        """
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.{PimModel.__name__}",
+                "AutoModelForImageClassification": f"{module}.{PimForImageClassification.__name__}",
+            }
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         """
-        PyTorch's default initialisation for the PIM heads (what the paper trained with). The timm backbone keeps its
-        own weights; only its non-persistent buffers (e.g. Swin's relative position index and attention masks), which
-        `from_pretrained` leaves empty, are computed again.
+        PyTorch's default initialisation of every module it is called on (what the paper trained with), the combiner's
+        adjacency and alpha their PIM values, and the non-persistent buffers of timm modules (e.g. Swin's relative
+        position index and attention masks), which `from_pretrained` leaves empty, computed again. transformers calls
+        it on every module when a model is built (the backbone, marked initialised by [`PimModel`], keeps timm's
+        weights) and on the modules of the tensors `from_pretrained` did not load (missing, or mismatched with
+        `ignore_mismatched_sizes=True`): their leaves, e.g. a token classifier's last `Conv2d`.
         """
         if module._non_persistent_buffers_set:
             for rebuild in ("init_non_persistent_buffers", "_init_buffers"):
                 if hasattr(module, rebuild):
                     getattr(module, rebuild)()
                     break
-        if isinstance(module, (FeaturePyramid, TokenClassifier, GraphCombiner)) or module is getattr(
-            self, "classifier", None
-        ):
-            for submodule in module.modules():
-                _reset_to_pytorch_default(submodule)
-            if isinstance(module, GraphCombiner):
-                init.copy_(module.adjacency, GraphCombiner.initial_adjacency(module.adjacency.shape[0]))
-                init.zeros_(module.alpha)
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            init.kaiming_uniform_(module.weight, a=5**0.5)
+            if module.bias is not None:
+                bound = 1 / module.weight[0].numel() ** 0.5  # 1 / sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.LayerNorm, nn.GroupNorm)):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+            if getattr(module, "running_mean", None) is not None:
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, GraphCombiner):
+            init.copy_(module.adjacency, GraphCombiner.initial_adjacency(module.adjacency.shape[0]))
+            init.zeros_(module.alpha)
+
+    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
+        self.base_model.backbone.set_grad_checkpointing(enable)
+
+    def load_pretrained_backbone(self, weights_file: str | None = None) -> None:
+        """
+        Loads timm's pretrained weights of `config.backbone` into the backbone: from the Hub, or from a local
+        `weights_file` (`.safetensors`/`.pth`, e.g. for an offline machine). Used when a new training run starts;
+        never by `from_pretrained`.
+        """
+        overlay = {"pretrained_cfg_overlay": {"file": str(weights_file)}} if weights_file else {}
+        pretrained = TimmFeatureBackbone.create_timm_model(self.config, pretrained=True, **overlay)
+        self.base_model.backbone.model.load_state_dict(pretrained.state_dict())
 
 
-def _reset_to_pytorch_default(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-        init.kaiming_uniform_(module.weight, a=5**0.5)
-        fan_in = module.weight[0].numel()
-        bound = 1 / fan_in**0.5
-        init.uniform_(module.bias, -bound, bound)
-    elif isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        init.ones_(module.weight)
-        init.zeros_(module.bias)
-        init.zeros_(module.running_mean)
-        init.ones_(module.running_var)
-        init.zeros_(module.num_batches_tracked)
-
-
-def _dropped_token_loss(token_logits: torch.Tensor, selected: torch.LongTensor) -> torch.Tensor:
+class PimModel(PimPreTrainedModel):
     """
-    `MSE(tanh(dropped token logits), -1)`, computed as (all tokens − selected tokens) so that its backward does not go
-    through a gather of the (B, N - S, K) dropped logits.
+    The PIM base model: backbone, feature pyramid, token classifiers, selector and graph combiner, up to the
+    fine-grained embedding `pooler_output` (see the module docstring for what belongs here). `forward(pixel_values)`.
     """
-    batch_size, num_tokens, num_labels = token_logits.shape
-    penalty = (torch.tanh(token_logits) + 1).square().sum(-1)  # (B, N)
-    dropped_penalty = penalty.sum() - penalty.gather(1, selected).sum()
-    return dropped_penalty / (batch_size * (num_tokens - selected.shape[1]) * num_labels)
 
-
-class PimForImageClassification(PimPreTrainedModel):
-    """PIM with its losses: `forward(pixel_values, labels=None)`; see [`PimConfig`] for every module switch."""
+    # Loading from a PimForImageClassification folder: its classifier is the head's.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
     def __init__(self, config: PimConfig):
         super().__init__(config)
@@ -401,7 +523,6 @@ class PimForImageClassification(PimPreTrainedModel):
         self.token_classifiers = None
         self.selector = None
         self.combiner = None
-        self.classifier = None
         if config.use_fpn:
             self.feature_pyramid = FeaturePyramid(self.backbone.channels, self.backbone.grid_sizes, config)
             layer_channels = [config.fpn_size] * num_layers
@@ -411,37 +532,26 @@ class PimForImageClassification(PimPreTrainedModel):
             self.token_classifiers = nn.ModuleList(
                 TokenClassifier(channels, config.num_labels, on_pyramid=config.use_fpn) for channels in layer_channels
             )
-        else:
-            self.classifier = nn.Linear(layer_channels[-1], config.num_labels)
         if config.use_selection:
             self.selector = WeaklySupervisedSelector(config.num_selects)
+        self.embedding_size = layer_channels[-1]
         if config.use_combiner:
-            hidden_size = config.fpn_size if config.use_fpn else config.comb_proj_size
+            self.embedding_size = config.fpn_size if config.use_fpn else config.comb_proj_size
             self.combiner = GraphCombiner(
-                sum(config.num_selects), hidden_size, config, None if config.use_fpn else layer_channels
+                sum(config.num_selects), self.embedding_size, config, None if config.use_fpn else layer_channels
             )
+        # A device map ("auto") keeps each of these on one device: timm's blocks, and PIM's modules that mix layers.
+        self._no_split_modules = [*_block_class_names(self.backbone.model), "FeaturePyramid", "GraphCombiner"]
+        # post_init() initialises every module that is not marked: the backbone keeps the weights timm gave it.
+        for tensor in (*self.backbone.parameters(), *self.backbone.buffers()):
+            tensor._is_hf_initialized = True
         self.post_init()
 
-    def _set_gradient_checkpointing(self, enable: bool = True, *args, **kwargs) -> None:
-        self.backbone.set_grad_checkpointing(enable)
-
-    def load_pretrained_backbone(self, weights_file: str | None = None) -> None:
-        """
-        Loads timm's pretrained weights of `config.backbone` into the backbone: from the Hub, or from a local
-        `weights_file` (`.safetensors`/`.pth`, e.g. for an offline machine). Used when a new training run starts;
-        never by `from_pretrained`.
-        """
-        overlay = {"pretrained_cfg_overlay": {"file": str(weights_file)}} if weights_file else {}
-        pretrained = TimmFeatureBackbone.create_timm_model(self.config, pretrained=True, **overlay)
-        self.backbone.model.load_state_dict(pretrained.state_dict())
-
     @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor, labels: torch.LongTensor | None = None) -> PimImageClassifierOutput:
+    def forward(self, pixel_values: torch.Tensor) -> PimModelOutput:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(B, 3, image_size, image_size)`):
             Images normalised as [`PimImageProcessor`] does.
-        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
-            Class indices in `[0, num_labels)`; when given, the loss and its parts are computed.
         """
         expected = (self.config.image_size, self.config.image_size)
         if tuple(pixel_values.shape[-2:]) != expected:
@@ -452,30 +562,84 @@ class PimForImageClassification(PimPreTrainedModel):
         features = self.backbone(pixel_values)
         if self.feature_pyramid is not None:
             features = self.feature_pyramid(features)
-
-        if self.token_classifiers is None:
-            logits = self.classifier(features[-1].flatten(2).mean(-1))
-            output = PimImageClassifierOutput(logits=logits)
-            if labels is not None:
-                output.loss = F.cross_entropy(logits, labels)
-            return output
-
-        token_logits = [classifier(feature) for classifier, feature in zip(self.token_classifiers, features)]
-        layer_logits = [logits.mean(1) for logits in token_logits]
-        logits = layer_logits[-1]
-        selection = None
+        token_logits = selection = None
+        if self.token_classifiers is not None:
+            token_logits = [classifier(feature) for classifier, feature in zip(self.token_classifiers, features)]
         if self.selector is not None:
             selection = self.selector([_tokens(feature) for feature in features], token_logits)
-            if self.combiner is not None:
-                logits = self.combiner(selection.features)
+        if self.combiner is not None:
+            pooler_output = self.combiner(selection.features)  # (B, D)
+        else:
+            pooler_output = features[-1].flatten(2).mean(-1)  # (B, C_L)
+        # Built at once: a ModelOutput's field order is the order its fields are first set.
+        return PimModelOutput(
+            pooler_output=pooler_output,
+            last_hidden_state=_tokens(features[-1]),  # (B, N_L, C_L)
+            layer_logits=tuple(logits.mean(1) for logits in token_logits) if token_logits is not None else None,
+            token_logits=tuple(token_logits) if token_logits is not None else None,
+            selected_token_logits=tuple(selection.logits) if selection is not None else None,
+            dropped_token_logits=tuple(selection.dropped_logits) if selection is not None else None,
+            selected_indices=tuple(selection.indices) if selection is not None else None,
+        )
 
+
+def _dropped_token_loss(token_logits: torch.Tensor, selected: torch.LongTensor) -> torch.Tensor:
+    """
+    `MSE(tanh(dropped token logits), -1)`, computed as (all tokens − selected tokens) so that its backward does not go
+    through a gather of the (B, N - S, K) dropped logits.
+    """
+    batch_size, num_tokens, num_labels = token_logits.shape
+    penalty = (torch.tanh(token_logits) + 1).square().sum(-1)  # (B, N)
+    dropped_penalty = penalty.sum() - penalty.gather(1, selected).sum()
+    return dropped_penalty / (batch_size * (num_tokens - selected.shape[1]) * num_labels)
+
+
+class PimForImageClassification(PimPreTrainedModel):
+    """
+    [`PimModel`] with the final classifier and PIM's losses: `forward(pixel_values, labels=None)`; see [`PimConfig`]
+    for every module switch.
+    """
+
+    def __init__(self, config: PimConfig):
+        super().__init__(config)
+        self.pim = PimModel(config)
+        # The logits come from this classifier on the embedding, except with the combiner off and token classifiers
+        # on, where they are the deepest layer's mean token logits.
+        self.dropout = nn.Dropout(config.combiner_dropout) if config.use_combiner else nn.Identity()
+        self.classifier = None
+        if config.use_combiner or self.pim.token_classifiers is None:
+            self.classifier = nn.Linear(self.pim.embedding_size, config.num_labels)
+        self.post_init()
+
+    def load_state_dict(self, state_dict, *args, **kwargs):
+        """`nn.Module.load_state_dict`, also for the keys of checkpoints saved before [`PimModel`] existed."""
+        renamed = {}
+        for key, value in state_dict.items():
+            for pattern, replacement in LEGACY_KEY_MAPPING.items():
+                key = re.sub(pattern, replacement, key)
+            renamed[key] = value
+        return super().load_state_dict(renamed, *args, **kwargs)
+
+    @can_return_tuple
+    def forward(self, pixel_values: torch.Tensor, labels: torch.LongTensor | None = None) -> PimImageClassifierOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(B, 3, image_size, image_size)`):
+            Images normalised as [`PimImageProcessor`] does.
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
+            Class indices in `[0, num_labels)`; when given, the loss and its parts are computed.
+        """
+        outputs = self.pim(pixel_values)
+        if self.classifier is not None:
+            logits = self.classifier(self.dropout(outputs.pooler_output))
+        else:
+            logits = outputs.layer_logits[-1]
         output = PimImageClassifierOutput(
             logits=logits,
-            layer_logits=tuple(layer_logits),
-            token_logits=tuple(token_logits),
-            selected_token_logits=tuple(selection.logits) if selection else None,
-            dropped_token_logits=tuple(selection.dropped_logits) if selection else None,
-            selected_indices=tuple(selection.indices) if selection else None,
+            layer_logits=outputs.layer_logits,
+            token_logits=outputs.token_logits,
+            selected_token_logits=outputs.selected_token_logits,
+            dropped_token_logits=outputs.dropped_token_logits,
+            selected_indices=outputs.selected_indices,
         )
         if labels is not None:
             self._add_losses(output, labels)
@@ -483,6 +647,9 @@ class PimForImageClassification(PimPreTrainedModel):
 
     def _add_losses(self, output: PimImageClassifierOutput, labels: torch.LongTensor) -> None:
         config = self.config
+        if output.layer_logits is None:  # every module off: a pooled linear head
+            output.loss = F.cross_entropy(output.logits, labels)
+            return
         output.loss_layers = sum(F.cross_entropy(logits, labels) for logits in output.layer_logits)
         loss = config.lambda_b * output.loss_layers
         if output.selected_token_logits is not None:
@@ -503,17 +670,20 @@ class PimForImageClassification(PimPreTrainedModel):
             loss = loss + config.lambda_n * output.loss_dropped
             if config.lambda_s != 0:
                 loss = loss + config.lambda_s * output.loss_selected
-        if self.combiner is not None:
+        if config.use_combiner:
             output.loss_combiner = F.cross_entropy(output.logits, labels)
             loss = loss + config.lambda_c * output.loss_combiner
         output.loss = loss
 
 
 __all__ = [
+    "LEGACY_KEY_MAPPING",
     "GraphCombiner",
     "FeaturePyramid",
     "PimForImageClassification",
     "PimImageClassifierOutput",
+    "PimModel",
+    "PimModelOutput",
     "PimPreTrainedModel",
     "TimmFeatureBackbone",
     "TokenClassifier",

@@ -43,7 +43,6 @@ ORIGINAL_COMBINER = {
     "graph_conv": "conv1",
     "norm": "batch_norm1",
     "node_readout": "param_pool1",
-    "classifier": "classifier",
 }
 
 
@@ -69,7 +68,7 @@ def tiny_model(kind: str, **overrides) -> PimForImageClassification:
             if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
                 module.running_mean.uniform_(-0.2, 0.2)
                 module.running_var.uniform_(0.5, 1.5)
-        model.combiner.alpha.fill_(0.5)
+        model.pim.combiner.alpha.fill_(0.5)
     return model.eval()
 
 
@@ -83,6 +82,7 @@ def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
     swin = config.feature_taps == "paper"
     original = {}
     for key, value in model.state_dict().items():
+        key = key.removeprefix("pim.")
         if key.startswith("backbone.model."):
             rest = key.removeprefix("backbone.model.").removeprefix("model.")
             if swin:
@@ -97,6 +97,8 @@ def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
             name = f"{prefix}{LAYERS[int(match[1])]}.{match[2]}"
             if value.dim() == 4:
                 value = value.squeeze(-1)  # the original classifies tokens with Conv1d
+        elif key.startswith("classifier."):
+            name = f"combiner.{key}"
         elif match := re.match(r"combiner\.projections\.(\d+)\.(.+)", key):
             name = f"combiner.proj_{LAYERS[int(match[1])]}.{match[2]}"
         elif match := re.match(r"combiner\.(\w+)(.*)", key):
@@ -107,8 +109,8 @@ def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
     if swin:
         for key, buffer in model.named_buffers():
             if key.endswith(("relative_position_index", "attn_mask")) and buffer is not None:
-                original[key.replace("backbone.model.", "backbone.")] = buffer.clone()
-        width = model.backbone.model.num_features
+                original[key.replace("pim.backbone.model.", "backbone.")] = buffer.clone()
+        width = model.pim.backbone.model.num_features
         original["backbone.head.weight"] = torch.randn(1000, width)
         original["backbone.head.bias"] = torch.zeros(1000)
     return original
@@ -138,11 +140,12 @@ def test_swin_patch_merging_moves_to_the_next_stage_and_buffers_are_dropped():
     assert "backbone.layers.0.downsample.reduction.weight" in original  # old timm: end of stage 0
     _, report = convert_state_dict(original, tiny_config("swin-paper"))
     assert report.mapped["backbone.layers.0.downsample.reduction.weight"] == (
-        "backbone.model.layers.1.downsample.reduction.weight"
+        "pim.backbone.model.layers.1.downsample.reduction.weight"
     )
-    assert report.mapped["backbone.layers.2.downsample.norm.bias"] == "backbone.model.layers.3.downsample.norm.bias"
-    assert report.mapped["fpn.Up_layer2.weight"] == "feature_pyramid.token_upsamplers.0.weight"
-    assert report.mapped["combiner.param_pool0.weight"] == "combiner.node_pool.weight"
+    assert report.mapped["backbone.layers.2.downsample.norm.bias"] == "pim.backbone.model.layers.3.downsample.norm.bias"
+    assert report.mapped["fpn.Up_layer2.weight"] == "pim.feature_pyramid.token_upsamplers.0.weight"
+    assert report.mapped["combiner.param_pool0.weight"] == "pim.combiner.node_pool.weight"
+    assert report.mapped["combiner.classifier.weight"] == "classifier.weight"  # the head's final classifier
     dropped = report.dropped
     assert "backbone.layers.0.blocks.0.attn.relative_position_index" in dropped
     assert "backbone.layers.0.blocks.1.attn_mask" in dropped
@@ -161,8 +164,10 @@ def test_data_parallel_prefix_and_key_order_do_not_matter():
     source = tiny_model("resnet")
     original = {f"module.{key}": value for key, value in sorted(to_original(source).items(), reverse=True)}
     converted, _ = convert_state_dict(original, tiny_config("resnet"))
-    assert torch.equal(converted["feature_pyramid.projections.0.layers.0.weight"], original["module.fpn.Proj_layer1.0.weight"])
-    assert torch.equal(converted["token_classifiers.3.layers.3.bias"], original["module.fpn_classifier_layer4.3.bias"])
+    assert torch.equal(
+        converted["pim.feature_pyramid.projections.0.layers.0.weight"], original["module.fpn.Proj_layer1.0.weight"]
+    )
+    assert torch.equal(converted["pim.token_classifiers.3.layers.3.bias"], original["module.fpn_classifier_layer4.3.bias"])
 
 
 def test_unmapped_original_key_is_named():
@@ -177,10 +182,10 @@ def test_unmapped_original_key_is_named():
 def test_missing_model_key_is_named():
     original = to_original(tiny_model("resnet"))
     del original["combiner.alpha1"]
-    with pytest.raises(ConversionError, match=r"not in the checkpoint:\n  combiner\.alpha"):
+    with pytest.raises(ConversionError, match=r"not in the checkpoint:\n  pim\.combiner\.alpha"):
         convert_state_dict(original, tiny_config("resnet"))
     converted, report = convert_state_dict(original, tiny_config("resnet"), allow_missing=True)
-    assert report.missing == ["combiner.alpha"] and "combiner.alpha" not in converted
+    assert report.missing == ["pim.combiner.alpha"] and "pim.combiner.alpha" not in converted
 
 
 def test_shape_mismatch_names_key_shapes_and_cause():
@@ -188,7 +193,7 @@ def test_shape_mismatch_names_key_shapes_and_cause():
     with pytest.raises(ConversionError) as error:
         convert_state_dict(original, tiny_config("resnet", num_labels=7))
     message = str(error.value)
-    assert "fpn_classifier_layer1.3.weight -> token_classifiers.0.layers.3.weight" in message
+    assert "fpn_classifier_layer1.3.weight -> pim.token_classifiers.0.layers.3.weight" in message
     assert "(5, 16, 1)" in message and "(7, 16, 1, 1)" in message and "--num_classes" in message
     with pytest.raises(ConversionError, match=r"backbone\..*--backbone"):
         convert_state_dict(original, tiny_config("resnet", backbone="test_efficientnet"))

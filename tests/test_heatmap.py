@@ -60,7 +60,7 @@ def test_selected_centres_are_the_selected_token_cells(model, pixel_values):
 
     with torch.no_grad():
         selected_indices = model(pixel_values=pixel_values).selected_indices
-    for indices, centres, grid_size in zip(selected_indices, result.selected_centres, model.backbone.grid_sizes):
+    for indices, centres, grid_size in zip(selected_indices, result.selected_centres, model.pim.backbone.grid_sizes):
         cell = 64 / grid_size
         rows, columns = np.divmod(indices[0].numpy(), grid_size)
         np.testing.assert_allclose(centres, np.stack([(columns + 0.5) * cell, (rows + 0.5) * cell], axis=1))

@@ -49,7 +49,7 @@ def model_dir(tmp_path_factory):
                 module.reset_running_stats()
         model.train()(pixel_values=pixel_values)
         model.eval()
-        model.combiner.classifier.bias -= model(pixel_values=pixel_values).logits.mean(0)
+        model.classifier.bias -= model(pixel_values=pixel_values).logits.mean(0)
     path = tmp_path_factory.mktemp("model")
     model.save_pretrained(path)
     processor.save_pretrained(path)

@@ -85,7 +85,7 @@ def test_output_shapes_for_every_module_combination(backbone, switches):
     if not (config.use_fpn or config.use_selection):
         assert output.layer_logits is None and output.token_logits is None
         return
-    token_counts = model.backbone.token_counts
+    token_counts = model.pim.backbone.token_counts
     assert [tuple(t.shape) for t in output.token_logits] == [(2, n, config.num_labels) for n in token_counts]
     assert [tuple(t.shape) for t in output.layer_logits] == [(2, config.num_labels)] * 4
     if not config.use_selection:
@@ -114,8 +114,8 @@ def test_paper_taps_on_swin_at_384_give_the_paper_token_grids():
         num_selects=[2048, 512, 128, 32],
     )
     model = PimForImageClassification(config).eval()
-    assert model.backbone.grid_sizes == [48, 24, 12, 12]
-    assert model.backbone.channels == [16, 32, 64, 64]  # 2C, 4C, 8C, 8C: after each patch merging
+    assert model.pim.backbone.grid_sizes == [48, 24, 12, 12]
+    assert model.pim.backbone.channels == [16, 32, 64, 64]  # 2C, 4C, 8C, 8C: after each patch merging
     with torch.no_grad():
         output = model(torch.randn(1, 3, 384, 384))
     assert [t.shape[1] for t in output.token_logits] == [2304, 576, 144, 144]
@@ -124,10 +124,10 @@ def test_paper_taps_on_swin_at_384_give_the_paper_token_grids():
 
 def test_paper_taps_are_the_stage_outputs_after_patch_merging():
     model = tiny_model("swin", feature_taps="paper", num_selects=[16, 8, 4, 2]).eval()
-    swin = model.backbone.model
+    swin = model.pim.backbone.model
     x = images(1)
     with torch.no_grad():
-        taps = model.backbone(x)
+        taps = model.pim.backbone(x)
         stage_outputs = []
         hidden = swin.patch_embed(x)
         for stage in swin.layers:
@@ -206,7 +206,7 @@ def test_backbone_only_loss_is_plain_cross_entropy_of_a_pooled_linear_head():
     labels = torch.tensor([2, 0])
     x = images()
     output = model(x, labels=labels)
-    pooled = model.backbone(x)[-1].mean((2, 3))
+    pooled = model.pim.backbone(x)[-1].mean((2, 3))
     torch.testing.assert_close(output.logits, model.classifier(pooled))
     torch.testing.assert_close(output.loss, F.cross_entropy(output.logits, labels))
 
@@ -215,16 +215,16 @@ def test_backbone_only_loss_is_plain_cross_entropy_of_a_pooled_linear_head():
 def test_backward_reaches_backbone_and_every_head(backbone):
     model = tiny_model(backbone, lambda_s=1.0)
     with torch.no_grad():
-        model.combiner.alpha.fill_(0.5)  # at alpha=0 (its init) the data-dependent adjacency gets no gradient
+        model.pim.combiner.alpha.fill_(0.5)  # at alpha=0 (its init) the data-dependent adjacency gets no gradient
     model(images(), labels=torch.tensor([0, 1])).loss.backward()
 
     def has_gradient(parameter: torch.nn.Parameter) -> bool:
         return parameter.grad is not None and bool(parameter.grad.abs().sum() > 0)
 
-    first_backbone_weight = next(model.backbone.parameters())
+    first_backbone_weight = next(model.pim.backbone.parameters())
     assert has_gradient(first_backbone_weight)
     heads_without_gradient = [
-        name for name, p in model.named_parameters() if not name.startswith("backbone.") and not has_gradient(p)
+        name for name, p in model.named_parameters() if not name.startswith("pim.backbone.") and not has_gradient(p)
     ]
     assert heads_without_gradient == []
 
@@ -236,7 +236,7 @@ def test_building_a_model_keeps_the_backbone_weights_and_batchnorm_statistics():
     torch.manual_seed(0)
     model = PimForImageClassification(config)
     reference_state = reference.state_dict()
-    for key, value in model.backbone.model.state_dict().items():
+    for key, value in model.pim.backbone.model.state_dict().items():
         torch.testing.assert_close(value, reference_state[key], msg=f"post_init changed backbone tensor {key}")
 
 
@@ -246,7 +246,7 @@ def test_load_pretrained_backbone_reads_timm_weights_from_a_local_file(tmp_path)
     torch.save(source.state_dict(), weights)
     model = tiny_model("test_resnet")
     model.load_pretrained_backbone(weights_file=weights)
-    torch.testing.assert_close(model.backbone.model.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
+    torch.testing.assert_close(model.pim.backbone.model.state_dict()["conv1.0.weight"], source.state_dict()["conv1.0.weight"])
 
 
 @pytest.mark.parametrize("backbone", ["test_resnet", "test_vit", "swin"])
@@ -269,7 +269,7 @@ REMOTE_CODE_CHECK = textwrap.dedent(
     sys.modules["modeling_pim"] = None  # this repo's package must not be importable
     import torch
     from PIL import Image
-    from transformers import AutoModelForImageClassification, pipeline
+    from transformers import AutoModel, AutoModelForImageClassification, pipeline
 
     folder = sys.argv[1]
     model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True).eval()
@@ -278,7 +278,14 @@ REMOTE_CODE_CHECK = textwrap.dedent(
         logits = model(torch.load(folder + "/inputs.pt")).logits
     print("MAX_DIFF", (logits - torch.load(folder + "/logits.pt")).abs().max().item())
     classifier = pipeline("image-classification", model=folder, trust_remote_code=True)
-    print("LABEL", classifier(Image.new("RGB", (90, 70), (200, 30, 30)))[0]["label"])
+    image = Image.new("RGB", (90, 70), (200, 30, 30))
+    print("LABEL", classifier(image)[0]["label"])
+
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    assert type(base).__name__ == "PimModel" and "transformers_modules" in type(base).__module__
+    extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+    embedding = torch.tensor(extractor(image))  # (1, D)
+    print("EMBEDDING_DIFF", (embedding - torch.load(folder + "/embedding.pt")).abs().max().item())
     """
 )
 
@@ -290,8 +297,12 @@ def test_remote_code_export_loads_without_this_repository(tmp_path, backbone):
     with torch.no_grad():
         torch.save(model(x).logits, tmp_path / "logits.pt")
     torch.save(x, tmp_path / "inputs.pt")
+    processor = PimImageProcessor.for_image_size(64)
+    with torch.no_grad():  # the embedding of the image the subprocess gives the feature-extraction pipeline
+        pixel_values = processor(Image.new("RGB", (90, 70), (200, 30, 30)), return_tensors="pt")["pixel_values"]
+        torch.save(model.pim(pixel_values).pooler_output, tmp_path / "embedding.pt")
     model.save_pretrained(tmp_path)
-    PimImageProcessor.for_image_size(64).save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
     for code_file in ("configuration_pim.py", "modeling_pim.py", "image_processing_pim.py"):
         assert (tmp_path / code_file).exists()
 
@@ -306,6 +317,7 @@ def test_remote_code_export_loads_without_this_repository(tmp_path, backbone):
     )
     assert result.returncode == 0, result.stderr
     assert "MAX_DIFF 0.0" in result.stdout
+    assert float(result.stdout.split("EMBEDDING_DIFF ")[1].split()[0]) < 1e-5
     assert f"LABEL {LABELS[0]}" in result.stdout or any(f"LABEL {label}" in result.stdout for label in LABELS)
 
 
@@ -365,11 +377,11 @@ def test_gradient_checkpointing_gives_the_same_gradients(feature_taps):
         model = tiny_model("swin", feature_taps=feature_taps, combiner_dropout=0.0)
         if checkpointing:
             model.gradient_checkpointing_enable()
-            timm_model = model.backbone.model
+            timm_model = model.pim.backbone.model
             stages = timm_model.layers if feature_taps == "paper" else [timm_model]
             assert all(stage.grad_checkpointing for stage in stages)
         model(x, labels=labels).loss.backward()
-        gradients.append(model.backbone.model.patch_embed.proj.weight.grad.clone())
+        gradients.append(model.pim.backbone.model.patch_embed.proj.weight.grad.clone())
     torch.testing.assert_close(gradients[0], gradients[1])
 
 

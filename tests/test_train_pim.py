@@ -190,7 +190,7 @@ def test_every_recipe_parses_and_builds_its_model(recipe, tmp_path):
     config = PimConfig(num_labels=200, **{**values, "backbone_kwargs": json.loads(values["backbone_kwargs"] or "{}")})
     with torch.device("meta"):
         model = PimForImageClassification(config)
-    assert len(model.backbone.token_counts) == len(config.num_selects)
+    assert len(model.pim.backbone.token_counts) == len(config.num_selects)
     assert training_args.remove_unused_columns is False
 
 

@@ -37,7 +37,9 @@ from ..utils.cli import UserInputError, add_debug_argument, check_output_directo
 
 BACKBONES = ("swin-t", "resnet50", "vit", "efficient")
 
-# Original combiner / head names -> ours (`combiner.proj_<layer>` and the per-layer heads are handled separately).
+# Our keys: PimForImageClassification's base model under this prefix, its final classifier at the top.
+_BASE = f"{PimForImageClassification.base_model_prefix}."
+# Original combiner names -> ours (`combiner.proj_<layer>`, the per-layer heads and the classifier handled separately).
 _COMBINER_NAMES = {
     "param_pool0": "node_pool",
     "adj1": "adjacency",
@@ -47,7 +49,6 @@ _COMBINER_NAMES = {
     "conv1": "graph_conv",
     "batch_norm1": "norm",
     "param_pool1": "node_readout",
-    "classifier": "classifier",
 }
 # Top-level modules of an original backbone that PIM never uses (its own ImageNet classifier, final norm, ...).
 _UNUSED_BACKBONE_MODULES = {
@@ -193,19 +194,21 @@ def _head_key(key: str, layers: dict[str, int]) -> str | None:
         return None
 
     if found := layer_of("fpn.Proj_"):
-        return f"feature_pyramid.projections.{found[0]}.layers.{found[1]}"
+        return f"{_BASE}feature_pyramid.projections.{found[0]}.layers.{found[1]}"
     if found := layer_of("fpn.Up_"):
-        return f"feature_pyramid.token_upsamplers.{found[0] - 1}.{found[1]}"
+        return f"{_BASE}feature_pyramid.token_upsamplers.{found[0] - 1}.{found[1]}"
     if found := layer_of("fpn_classifier_"):
-        return f"token_classifiers.{found[0]}.layers.{found[1]}"
+        return f"{_BASE}token_classifiers.{found[0]}.layers.{found[1]}"
     if found := layer_of("selector.classifier_l_"):
-        return f"token_classifiers.{found[0]}.layers.{found[1]}"
+        return f"{_BASE}token_classifiers.{found[0]}.layers.{found[1]}"
     if found := layer_of("combiner.proj_"):
-        return f"combiner.projections.{found[0]}.{found[1]}"
+        return f"{_BASE}combiner.projections.{found[0]}.{found[1]}"
+    if key.startswith("combiner.classifier."):  # the combiner's classifier is our head's
+        return key.removeprefix("combiner.")
     if key.startswith("combiner."):
         module, _, rest = key[len("combiner.") :].partition(".")
         if module in _COMBINER_NAMES:
-            return "combiner." + _COMBINER_NAMES[module] + (f".{rest}" if rest else "")
+            return f"{_BASE}combiner." + _COMBINER_NAMES[module] + (f".{rest}" if rest else "")
     if key.startswith("classifier."):  # backbone-only original (every module off)
         return key
     return None
@@ -216,10 +219,11 @@ def _backbone_candidates(key: str) -> list[str]:
     rest = key[len("backbone.") :]
     # The original's vendored timm merges patches at the END of Swin stage i, current timm at the START of stage i+1.
     rest = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", rest)
-    return [f"backbone.model.{rest}", f"backbone.model.model.{rest}"]
+    return [f"{_BASE}backbone.model.{rest}", f"{_BASE}backbone.model.model.{rest}"]
 
 
 def _likely_cause(our_key: str, config: PimConfig) -> str:
+    our_key = our_key.removeprefix(_BASE)
     if our_key.startswith("backbone."):
         return f"the checkpoint's backbone is not {config.backbone!r}: check --backbone"
     if our_key.startswith("feature_pyramid.token_upsamplers."):

@@ -114,7 +114,7 @@ def compute_heatmap(
     predicted_class = int(probabilities.argmax())
     target = predicted_class if target_class is None else target_class
     image_size = tuple(pixel_values.shape[-2:])
-    grid_sizes = model.backbone.grid_sizes
+    grid_sizes = model.pim.backbone.grid_sizes
     layer_maps = []
     for token_logits, grid_size in zip(outputs.token_logits, grid_sizes):
         scores = token_logits[0, :, target].float().reshape(1, 1, grid_size, grid_size)  # (1, 1, h_i, w_i)
@@ -256,7 +256,7 @@ def run_heatmap(args: argparse.Namespace) -> tuple[str, str]:
         title += f" — heatmap of: {id2label[target]}"
     seen = model_view(pixel_values[0], processor)
     output.parent.mkdir(parents=True, exist_ok=True)
-    plot_heatmap(original, seen, result, model.backbone.grid_sizes, title, output)
+    plot_heatmap(original, seen, result, model.pim.backbone.grid_sizes, title, output)
     return title, str(output)
 
 
