@@ -28,6 +28,7 @@ from modeling_pim.data.fgvc_datasets import load_cub200, load_hub_dataset, load_
 from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
 from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
 from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, stack_heads
+from modeling_pim.training.transfer import load_for_labels
 from modeling_pim.utils.cli import run_command
 
 
@@ -73,7 +74,11 @@ class ModelArguments:
 
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "A PIM checkpoint (folder or Hub id) to fine-tune instead of building a new model."},
+        metadata={
+            "help": "A PIM checkpoint (folder or Hub id) to fine-tune instead of building a new model (the model flags "
+            "are then read from it). On other classes than its own, its class-dependent tensors (token classifiers' "
+            "last layer, final classifier) are re-initialised and named in the log; the rest is kept."
+        },
     )
     backbone_weights: str | None = field(
         default=None,
@@ -206,13 +211,7 @@ def _required(data_args: DataTrainingArguments, name: str) -> str:
 def build_model(pim_args, model_args: ModelArguments, label_names: list[str]) -> PimForImageClassification:
     labels = {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
     if model_args.model_name_or_path:
-        model = PimForImageClassification.from_pretrained(model_args.model_name_or_path)
-        if model.config.id2label != labels["id2label"]:
-            raise ValueError(
-                f"{model_args.model_name_or_path} was trained on other classes ({model.config.num_labels}) than this "
-                f"dataset's {len(label_names)}: start a new model (no --model_name_or_path) to train on them."
-            )
-        return model
+        return load_for_labels(model_args.model_name_or_path, labels["id2label"])[0]
     values = dataclasses.asdict(pim_args)
     if isinstance(values["backbone_kwargs"], str):
         values["backbone_kwargs"] = json.loads(values["backbone_kwargs"])
