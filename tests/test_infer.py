@@ -169,6 +169,22 @@ def test_class_folders_accuracy_is_the_final_head_on_the_model_logits(model_dir,
     assert "Final head: top-1" in capsys.readouterr().out
 
 
+def test_loose_images_next_to_class_folders_are_predicted_without_a_label(model_dir, class_folders, tmp_path, capsys):
+    write_images(class_folders, 2, seed=7)  # image0.jpg and image1.png directly in the root
+    output = tmp_path / "out"
+
+    assert run(model_dir, class_folders, "--output_dir", output) == 0
+
+    results = json.loads((output / "infer_results.json").read_text())
+    assert results["num_images"] == 13 and results["num_predicted"] == 11 and results["num_unlabeled"] == 2
+    assert results["count"] == 9  # every labeled image, and only those, in the accuracy
+    assert {name: entry["count"] for name, entry in results["per_class_accuracy"].items()} == dict.fromkeys(LABELS, 3)
+    label_of_path = {row["path"]: row["label"] for row in read_csv(output / "predictions.csv")}
+    assert label_of_path["image0.jpg"] == label_of_path["image1.png"] == ""
+    assert label_of_path[f"{FOLDERS[1]}/image2.jpg"] == LABELS[1]
+    assert "2 images outside the class folders were predicted without a label" in capsys.readouterr().out
+
+
 def test_evaluation_report_by_hand():
     logits = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0], [0.5, 2.0, 1.0], [3.0, 1.0, 0.0]], dtype=np.float32)
     labels = np.array([0, 1, 1, 2])

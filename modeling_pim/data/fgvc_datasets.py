@@ -20,14 +20,12 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset
-from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from transformers.utils import logging
+
+from .image_files import find_image_files, image_extensions
 
 
 logger = logging.get_logger(__name__)
-
-# The file extensions the `imagefolder` builder accepts (lower case, with the dot).
-IMAGE_EXTENSIONS = frozenset(extension.lower() for extension in ImageFolder.EXTENSIONS)
 
 CUB200_LAYOUT = (
     "the official CUB_200_2011 archive layout: <data_dir>/images/<NNN.Class_Name>/<file>.jpg, <data_dir>/images.txt "
@@ -237,33 +235,38 @@ def _cub200_class_name(name: str) -> str:
 
 
 def _scan_class_folders(directory: Path, argument: str) -> dict[str, list[str]]:
-    """Maps each class folder name of `directory` to its image files (recursively, sorted)."""
+    """
+    Maps each class folder name of `directory` to its image files ([`find_image_files`]: recursive, sorted, hidden
+    entries skipped, links followed); what is not an image of a class folder is logged.
+    """
     if not directory.is_dir():
         raise ValueError(f"{argument}={str(directory)!r} is not a directory: expected {IMAGE_FOLDERS_LAYOUT}.")
-    classes = {}
-    ignored = []
-    for entry in sorted(directory.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if not entry.is_dir():
-            ignored.append(entry.name)
-            continue
-        files = sorted(
-            str(path)
-            for path in entry.rglob("*")
-            if path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
-        )
-        if not files:
+    files = find_image_files(directory)
+    classes = {
+        entry.name: []
+        for entry in sorted(directory.iterdir())
+        if not entry.name.startswith(".") and entry.is_dir() and Path(entry.name) not in files.symlink_loops
+    }
+    loose_images = [path.as_posix() for path in files.images if len(path.parts) == 1]
+    for path in files.images:
+        if len(path.parts) > 1:
+            classes[path.parts[0]].append(str(directory / path))
+    for name, images in classes.items():
+        if not images:
+            hint = " (a macOS archive metadata folder: delete it)" if name == "__MACOSX" else ""
             raise ValueError(
-                f"Class folder {entry} contains no image files (extensions {', '.join(sorted(IMAGE_EXTENSIONS))}): "
-                f"every class folder of {argument}={str(directory)!r} needs at least one image; remove the folder "
-                "or add its images."
+                f"Class folder {directory / name}{hint} contains no image files (extensions "
+                f"{', '.join(sorted(image_extensions()))}): every class folder of {argument}={str(directory)!r} needs at "
+                "least one image; remove the folder or add its images."
             )
-        classes[entry.name] = files
-    if ignored:
+    if loose_images:
         logger.warning(
-            f"Ignored {len(ignored)} files of {directory} that are not in a class folder: {_examples(ignored)}."
+            f"Ignored {len(loose_images)} images of {directory} that are not in a class folder (so have no label): "
+            f"{_examples(loose_images)}."
         )
+    skipped = files.describe_skipped()
+    if skipped:
+        logger.warning(f"Ignored under {directory}: {skipped}.")
     if not classes:
         raise ValueError(f"{argument}={str(directory)!r} has no class folders: expected {IMAGE_FOLDERS_LAYOUT}.")
     return classes
@@ -616,7 +619,6 @@ def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Da
 
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "FgvcDatasetDict",
     "find_unreadable_images",
     "load_cub200",

@@ -6,19 +6,21 @@ id, loaded with `trust_remote_code=True`: the model's own code is run, so only g
 either
 
 - a flat folder of unlabeled images (`IMAGES_DIR/*.jpg`): predictions only, or
-- a folder of class folders (`IMAGES_DIR/<class name>/**/*.jpg`, used when `IMAGES_DIR` holds no image itself):
-  predictions plus the accuracy of the model's final head. A class folder matches a class of the model when its name
+- a folder of class folders (`IMAGES_DIR/<class name>/**/*.jpg`): predictions plus the accuracy of the model's final
+  head. Images lying directly in `IMAGES_DIR` next to class folders are predicted without a label (an empty `label`
+  in `predictions.csv`), counted and reported, and left out of the accuracy. A class folder matches a class of the model when its name
   equals a name of `config.id2label`, or equals it after dropping a leading number (`001.`) and underscores, case
   insensitively (the CUB-200-2011 folder `001.Black_footed_Albatross` matches the class `Black footed Albatross`).
   A class folder that matches no class is an error naming the folder: an unknown class would silently count as a
   wrong prediction. `--ignore_labels` predicts without labels instead.
 
-Files whose extension is not an image format PIL opens are ignored; image files that cannot be decoded (not an
-image, corrupt, truncated) are skipped, listed and counted, never a crash.
+Images are found as training finds them ([`modeling_pim.data.image_files.find_image_files`]: hidden files and
+folders skipped, symbolic links followed); the other files are ignored, counted and listed. Image files that cannot
+be decoded (not an image, corrupt, truncated) are skipped, listed and counted, never a crash.
 
 Outputs in `--output_dir`:
 
-- `predictions.csv`: `path` (relative to `IMAGES_DIR`), `label` (class folders only), then
+- `predictions.csv`: `path` (relative to `IMAGES_DIR`), `label` (class folders only; empty for a loose image), then
   `top1_label, top1_probability, ..., topK_label, topK_probability`.
 - `infer_results.json`: counts and skipped files; with class folders also top-1, top-5 and mean per-class accuracy,
   per-class accuracy and the most confused pairs. Accuracy is that of `logits`, the final head, never a maximum over
@@ -51,6 +53,7 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import cached_file, logging
 
+from ..data.image_files import ImageFiles, find_image_files
 from ..image_processing_pim import PimImageProcessor
 from ..training.metrics import classification_metrics
 from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
@@ -58,10 +61,6 @@ from ..utils.cli import UserInputError, add_debug_argument, check_output_directo
 
 logger = logging.get_logger(__name__)
 
-# Extensions of the formats PIL can open (lower case, with the dot).
-IMAGE_EXTENSIONS = frozenset(
-    extension for extension, image_format in PIL.Image.registered_extensions().items() if image_format in PIL.Image.OPEN
-)
 PREDICTIONS_FILENAME = "predictions.csv"
 RESULTS_FILENAME = "infer_results.json"
 CONFUSION_MATRIX_FILENAME = "confusion_matrix.png"
@@ -73,12 +72,23 @@ TOP5 = 5
 
 @dataclass
 class ImageSet:
-    """The images to classify: paths relative to `root`, and each image's class id when the folder is labeled."""
+    """
+    The images to classify: paths relative to `root` and, with class folders, each image's class id (`None` for an
+    image outside the class folders); `ignored_files` are the other files under `root`, `hidden` the hidden files and
+    folders skipped, `symlink_loops` the links not followed.
+    """
 
     root: Path
     paths: list[str]
-    labels: list[int] | None = None
+    labels: list[int | None] | None = None
     ignored_files: list[str] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)
+    symlink_loops: list[str] = field(default_factory=list)
+
+    @property
+    def num_unlabeled(self) -> int:
+        """Images without a label in a labeled set (loose images next to the class folders)."""
+        return 0 if self.labels is None else sum(label is None for label in self.labels)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -222,16 +232,6 @@ def load_image(path: str | os.PathLike) -> PIL.Image.Image:
         return PIL.ImageOps.exif_transpose(image)
 
 
-def _files_under(directory: Path) -> list[Path]:
-    """Every visible file under `directory`, recursively, sorted (macOS `__MACOSX` folders excluded)."""
-    return sorted(
-        path
-        for path in directory.rglob("*")
-        if path.is_file()
-        and not any(part.startswith(".") or part == "__MACOSX" for part in path.relative_to(directory).parts)
-    )
-
-
 def _normalise_class_name(name: str) -> str:
     """'001.Black_footed_Albatross' and 'Black footed Albatross' → 'black footed albatross'."""
     return re.sub(r"^\d+[.\-_ ]", "", name).replace("_", " ").strip().casefold()
@@ -271,10 +271,10 @@ def match_class_folders(folder_names: Sequence[str], label2id: dict[str, int]) -
     return mapping
 
 
-def list_image_folder(images_dir: str | os.PathLike) -> tuple[Path, list[Path]]:
+def list_image_folder(images_dir: str | os.PathLike) -> ImageFiles:
     """
-    Checks that `images_dir` is a folder with at least one image file (at any depth) and returns it with every
-    visible file under it, sorted.
+    Checks that `images_dir` is a folder with at least one image file (at any depth) and lists it
+    ([`find_image_files`]).
 
     Raises:
         `UserInputError`: the folder does not exist, is a file, or holds no image file.
@@ -287,36 +287,38 @@ def list_image_folder(images_dir: str | os.PathLike) -> tuple[Path, list[Path]]:
             f"{str(root)!r} is a file, not a folder of images: put the images in a folder (use pim-heatmap for a "
             "single image)."
         )
-    files = _files_under(root)
-    if not any(path.suffix.lower() in IMAGE_EXTENSIONS for path in files):
+    files = find_image_files(root)
+    if not files.images:
+        found = files.describe_skipped() or "nothing"
         raise UserInputError(
             f"Image folder {str(root)!r} contains no image file (extensions such as .jpg, .jpeg, .png, .webp): "
-            f"found {len(files)} other file(s)."
+            f"found {found}."
         )
-    return root, files
+    return files
 
 
-def collect_images(root: Path, files: Sequence[Path], label2id: dict[str, int] | None) -> ImageSet:
+def collect_images(files: ImageFiles, label2id: dict[str, int] | None) -> ImageSet:
     """
-    Chooses the images to classify among the `files` of `root` ([`list_image_folder`]): the image files directly in
-    `root` (unlabeled) or, when it has none, the images of its class folders (labeled, matched to `label2id` by
-    [`match_class_folders`]). With `label2id=None` every image under `root` is chosen, unlabeled. The other files are
-    returned as `ignored_files`.
+    Chooses the labels of the images of [`list_image_folder`]. Class folders decide: when some images are in
+    sub-folders of the root, each sub-folder is a class matched to `label2id` by [`match_class_folders`], and the
+    images directly in the root have no label (`None`); otherwise, or with `label2id=None`, every image is unlabeled
+    (`labels=None`).
 
     Raises:
         `UserInputError`: some class folders match no class of the model.
     """
-    is_image = [path.suffix.lower() in IMAGE_EXTENSIONS for path in files]
-    flat = label2id is not None and any(image and path.parent == root for path, image in zip(files, is_image))
-    images = [path for path, image in zip(files, is_image) if image and (path.parent == root or not flat)]
-    chosen = set(images)
-    paths = [path.relative_to(root).as_posix() for path in images]
-    ignored = [path.relative_to(root).as_posix() for path in files if path not in chosen]
-    if label2id is None or flat:
-        return ImageSet(root, paths, None, ignored)
-    folders = [path.split("/", 1)[0] for path in paths]
-    class_of_folder = match_class_folders(sorted(set(folders)), label2id)
-    return ImageSet(root, paths, [class_of_folder[folder] for folder in folders], ignored)
+    paths = [path.as_posix() for path in files.images]
+    listing = {
+        "ignored_files": [path.as_posix() for path in files.other_files],
+        "hidden": [path.as_posix() for path in files.hidden],
+        "symlink_loops": [path.as_posix() for path in files.symlink_loops],
+    }
+    folders = [path.parts[0] if len(path.parts) > 1 else None for path in files.images]
+    if label2id is None or not any(folders):
+        return ImageSet(files.root, paths, None, **listing)
+    class_of_folder = match_class_folders(sorted({folder for folder in folders if folder}), label2id)
+    labels = [class_of_folder[folder] if folder else None for folder in folders]
+    return ImageSet(files.root, paths, labels, **listing)
 
 
 class ImageFileDataset(Dataset):
@@ -492,7 +494,8 @@ def write_predictions(
         writer = csv.writer(file)
         writer.writerow(header)
         for row, index in enumerate(indices):
-            values = [images.paths[index]] + ([id2label[images.labels[index]]] if images.labels is not None else [])
+            label = [] if images.labels is None else [images.labels[index]]
+            values = [images.paths[index]] + [id2label[class_id] if class_id is not None else "" for class_id in label]
             for class_id in ranked[row]:
                 values += [id2label[int(class_id)], f"{probabilities[row, class_id]:.6f}"]
             writer.writerow(values)
@@ -502,17 +505,22 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     """Runs `pim-infer` with parsed arguments; returns what it wrote to `infer_results.json`."""
     device = resolve_device(args.device)
     # Bad inputs and outputs fail before the model is loaded.
-    root, files = list_image_folder(args.images_dir)
+    files = list_image_folder(args.images_dir)
     output_dir = check_output_directory(args.output_dir, "--output_dir")
     model, processor = load_model_and_processor(args.model, device, revision=args.revision)
     id2label = {int(class_id): name for class_id, name in model.config.id2label.items()}
     label2id = None if args.ignore_labels else {name: class_id for class_id, name in id2label.items()}
-    images = collect_images(root, files, label2id)
+    images = collect_images(files, label2id)
     labeled = images.labels is not None
     print(
         f"Classifying {len(images.paths)} images of {images.root} ({'class folders' if labeled else 'unlabeled'}) "
         f"with {args.model} on {device}."
     )
+    if images.num_unlabeled:
+        print(
+            f"{images.num_unlabeled} images lie directly in {images.root}, outside the class folders: they are "
+            "predicted without a label (empty label in predictions.csv) and left out of the accuracy."
+        )
     dtype = resolve_dtype(args.dtype, device)
     logits, indices, errors = predict(model, processor, images, args.batch_size, args.num_workers, dtype)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -527,11 +535,15 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
         "num_predicted": len(indices),
         "num_skipped": len(errors),
         "skipped_files": [{"path": images.paths[index], "reason": errors[index]} for index in sorted(errors)],
+        "num_unlabeled": images.num_unlabeled,
         "ignored_files": images.ignored_files,
+        "hidden_files_and_folders": images.hidden,
+        "symlink_loops": images.symlink_loops,
     }
-    if labeled and indices:
-        labels = np.asarray([images.labels[index] for index in indices])
-        metrics = evaluation_report(logits, labels, id2label)
+    rows = [row for row, index in enumerate(indices) if labeled and images.labels[index] is not None]
+    if rows:
+        labels = np.asarray([images.labels[indices[row]] for row in rows])
+        metrics = evaluation_report(logits[rows], labels, id2label)
         plot_confusion_matrix(
             metrics.pop("confusion_matrix"),
             id2label,
@@ -549,8 +561,15 @@ def print_summary(results: dict[str, Any], output_dir: str) -> None:
     print(f"Predicted {results['num_predicted']} of {results['num_images']} images; skipped {results['num_skipped']}.")
     for skipped in results["skipped_files"]:
         print(f"  skipped {skipped['path']}: {skipped['reason']}")
-    if results["ignored_files"]:
-        print(f"  ignored {len(results['ignored_files'])} other files (listed in {RESULTS_FILENAME}).")
+    for what, key in (
+        ("other files", "ignored_files"),
+        ("hidden files and folders", "hidden_files_and_folders"),
+        ("symbolic link loops", "symlink_loops"),
+    ):
+        if results[key]:
+            print(f"  ignored {len(results[key])} {what} (listed in {RESULTS_FILENAME}).")
+    if results["num_unlabeled"]:
+        print(f"  {results['num_unlabeled']} images outside the class folders were predicted without a label.")
     if "accuracy" in results:
         print(
             f"Final head: top-1 {results['accuracy']:.2%}, top-5 {results['top5_accuracy']:.2%}, "
