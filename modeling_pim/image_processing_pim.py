@@ -1,11 +1,84 @@
-"""Image processor for PIM: the paper's evaluation transform (resize 510 → center crop 384 at 384 px)."""
+"""
+Image processor for PIM: the paper's evaluation transform (resize 510 → center crop 384 at 384 px), and
+[`image_to_rgb`], the one conversion of a decoded image into the RGB image the model sees.
+"""
 
+import os
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 
 # The paper resizes to 510 before cropping 384: keep that ratio at other image sizes.
 RESIZE_RATIO = 510 / 384
+# Pillow's modes of 16-bit unsigned integer pixels (PNG, TIFF, PGM of 16 bits per sample open as one of these).
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+SIXTEEN_BIT_MAX = 65535
+
+
+def _high_bit_depth_to_8_bits(image: PIL.Image.Image) -> PIL.Image.Image:
+    """
+    Maps a single-channel image of more than 8 bits to an 8-bit `L` image by its real range (never clipping at 255):
+    the 16-bit modes by 0..65535; `I` (32-bit integers) by 0..65535 when its values fit in 16 bits (Pillow opens many
+    16-bit files as `I`), else by its actual minimum and maximum; `F` (floats) by its actual minimum and maximum (NaN
+    → 0). A constant image of the last two kinds becomes black. A gray value marked transparent
+    (`info["transparency"]`) becomes a transparent pixel of an `LA` image.
+    """
+    values = np.asarray(image).astype(np.float64)  # (H, W)
+    if image.mode in SIXTEEN_BIT_MODES or (
+        image.mode == "I" and values.size and values.min() >= 0 and values.max() <= SIXTEEN_BIT_MAX
+    ):
+        low, high = 0.0, float(SIXTEEN_BIT_MAX)
+    else:
+        finite = values[np.isfinite(values)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
+    gray = PIL.Image.fromarray(np.nan_to_num(scaled).round().clip(0, 255).astype(np.uint8), mode="L")
+    transparent = image.info.get("transparency")
+    if isinstance(transparent, (int, float)):
+        alpha = np.where(np.asarray(image) == transparent, 0, 255).astype(np.uint8)
+        gray = PIL.Image.merge("LA", (gray, PIL.Image.fromarray(alpha, mode="L")))
+    return gray
+
+
+def image_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
+    """
+    The RGB image the model sees, from any image PIL decodes: the one conversion used by [`PimImageProcessor`] (so by
+    `pipeline` and the Hub), by training and evaluation transforms and by the command-line tools.
+
+    1. The EXIF orientation is applied (a photo taken upright is seen upright) and removed, so that converting twice
+       gives the same image.
+    2. High bit depth is mapped to 8 bits by its real range, never clipped at 255 (what `image.convert("RGB")` does):
+       see `_high_bit_depth_to_8_bits`. A 16-bit gradient becomes the same 8-bit gradient (±1 level).
+    3. Transparency (an alpha band, or a transparent palette entry or gray value) is composited onto white.
+    4. Any other mode (`1`, `L`, `P`, `CMYK`, `YCbCr`, `LA`, `PA`, ...) is converted to `RGB` by PIL.
+
+    Args:
+        image (`PIL.Image.Image`):
+            An opened image (decoded lazily by PIL if it was not loaded yet).
+
+    Returns:
+        `PIL.Image.Image`: an `RGB` image of 8 bits per channel, of the upright size.
+
+    Raises:
+        `TypeError`: `image` is not a PIL image. Errors of PIL decoding the file (truncated, corrupt) propagate.
+    """
+    if not isinstance(image, PIL.Image.Image):
+        raise TypeError(f"image_to_rgb expects a PIL.Image.Image, got {type(image).__name__}.")
+    image = PIL.ImageOps.exif_transpose(image)
+    if image.mode in ("I", "F") or image.mode in SIXTEEN_BIT_MODES:
+        image = _high_bit_depth_to_8_bits(image)
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return PIL.Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 class PimImageProcessor(TorchvisionBackend):
@@ -16,6 +89,11 @@ class PimImageProcessor(TorchvisionBackend):
 
     Use [`PimImageProcessor.for_image_size`] to get the paper's sizes for a model's `image_size` and its timm
     backbone's normalisation.
+
+    PIL images, and local image files given by path, are converted with [`image_to_rgb`] (EXIF orientation, 16-bit
+    and float images by their real range, transparency onto white) instead of transformers' `convert_to_rgb`.
+    `pipeline("image-classification")` converts every image with `image.convert("RGB")` before the processor sees
+    it: give it images already converted with [`image_to_rgb`] when they may have more than 8 bits or transparency.
     """
 
     model_input_names = ["pixel_values"]
@@ -29,6 +107,21 @@ class PimImageProcessor(TorchvisionBackend):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def fetch_images(self, image_url_or_urls: Any) -> Any:
+        """Opens local image files with PIL and converts them with [`image_to_rgb`]; the rest as transformers does."""
+        if isinstance(image_url_or_urls, (list, tuple)):
+            return [self.fetch_images(item) for item in image_url_or_urls]
+        if isinstance(image_url_or_urls, str) and os.path.isfile(image_url_or_urls):
+            with PIL.Image.open(image_url_or_urls) as image:
+                return image_to_rgb(image)
+        return super().fetch_images(image_url_or_urls)
+
+    def process_image(self, image: Any, *args, **kwargs) -> Any:
+        """Converts a PIL image with [`image_to_rgb`] (not transformers' `convert_to_rgb`), then processes it."""
+        if isinstance(image, PIL.Image.Image):
+            image = image_to_rgb(image)
+        return super().process_image(image, *args, **kwargs)
 
     @classmethod
     def for_image_size(
@@ -55,4 +148,4 @@ class PimImageProcessor(TorchvisionBackend):
         )
 
 
-__all__ = ["PimImageProcessor"]
+__all__ = ["PimImageProcessor", "image_to_rgb"]

@@ -119,7 +119,8 @@ def test_push_to_hub_and_train_pim_name_a_damaged_weights_file(model_dir, tmp_pa
     push_to_hub = load_script("push_to_hub")
     arguments = ["--model_dir", str(damaged), "--repo_id", "user/pim", "--dry_run", "--local_dir", str(tmp_path / "s")]
     assert push_to_hub.main(arguments) == 2
-    assert error_lines(capsys.readouterr().err) == [f"push_to_hub.py: error: {damaged / 'model.safetensors'} {expected}"]
+    expected_line = f"push_to_hub.py: error: {damaged / 'model.safetensors'} {expected}"
+    assert error_lines(capsys.readouterr().err) == [expected_line]
 
     sys.path.insert(0, str(ROOT))
     import train_pim

@@ -14,10 +14,10 @@ from PIL import Image
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
+from modeling_pim.data.image_files import load_image
 from modeling_pim.tools.infer import (
     UserInputError,
     evaluation_report,
-    load_image,
     main,
     match_class_folders,
     resolve_device,

@@ -11,13 +11,7 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 from modeling_pim.data.fgvc_datasets import load_cub200
-from modeling_pim.data.transforms import (
-    ConvertToRGB,
-    build_eval_transform,
-    build_train_transform,
-    collate_fn,
-    make_transform_fn,
-)
+from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
 
 
 class BilinearProcessor(TorchvisionBackend):
@@ -79,17 +73,6 @@ def test_eval_transform_equals_processor(mode):
         torch.testing.assert_close(transform(image), expected, rtol=0, atol=1e-5)
 
 
-def test_convert_to_rgb_composites_transparency_onto_white():
-    image = PIL.Image.new("RGBA", (2, 1), (10, 20, 30, 255))
-    image.putpixel((1, 0), (10, 20, 30, 0))
-    assert list(ConvertToRGB()(image).getdata()) == [(10, 20, 30), (255, 255, 255)]
-    palette = random_image("P")
-    transparent = tuple(np.argwhere(np.asarray(palette) == 3)[0][::-1].tolist())
-    assert ConvertToRGB()(palette).getpixel(transparent) == (255, 255, 255)
-    with pytest.raises(TypeError, match="expects a PIL.Image.Image"):
-        ConvertToRGB()(torch.zeros(3, 4, 4))
-
-
 def test_train_transform_without_randomness_equals_eval_transform():
     processor = plain_processor(crop_size={"height": 48, "width": 56})
     train = build_train_transform(processor, horizontal_flip=False, blur_probability=0, sharpness_probability=0)
@@ -101,7 +84,7 @@ def test_train_transform_steps_and_randomness():
     transform = build_train_transform(plain_processor(), blur_probability=1.0, sharpness_probability=1.0)
     names = [type(step).__name__ for step in transform.transforms]
     assert names == [
-        "ConvertToRGB",
+        "Lambda",  # image_to_rgb
         "ToImage",
         "Resize",
         "RandomCrop",

@@ -18,11 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import PIL.Image
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset
 from transformers.utils import logging
 
-from .image_files import find_image_files, image_extensions
+from .image_files import find_image_files, image_extensions, load_image
 
 
 logger = logging.get_logger(__name__)
@@ -66,10 +65,9 @@ class FgvcDatasetDict(DatasetDict):
 
 
 def _decode_error(path: str) -> str | None:
-    """The reason why `path` cannot be fully decoded by PIL, or `None` when it can."""
+    """The reason why `path` cannot be decoded into the RGB image the model sees ([`load_image`]), or `None`."""
     try:
-        with PIL.Image.open(path) as image:
-            image.load()
+        load_image(path)
     except Exception as error:  # Any failure to decode makes the image unusable, whatever PIL plugin raised it.
         return f"{type(error).__name__}: {error}"
     return None
@@ -94,8 +92,8 @@ def _find_decode_errors(paths: Sequence[str], num_workers: int | None = None) ->
 
 def find_unreadable_images(paths: Iterable[str | os.PathLike], num_workers: int | None = None) -> list[str]:
     """
-    Fully decodes every image once with PIL (open + load, in a thread pool) and returns those that fail: missing
-    files, files that are not images, corrupt or truncated images.
+    Fully decodes every image once into the RGB image the model sees ([`load_image`], in a thread pool) and returns
+    those that fail: missing files, files that are not images, corrupt or truncated images.
 
     Args:
         paths (`Iterable[str | os.PathLike]`):
@@ -256,8 +254,8 @@ def _scan_class_folders(directory: Path, argument: str) -> dict[str, list[str]]:
             hint = " (a macOS archive metadata folder: delete it)" if name == "__MACOSX" else ""
             raise ValueError(
                 f"Class folder {directory / name}{hint} contains no image files (extensions "
-                f"{', '.join(sorted(image_extensions()))}): every class folder of {argument}={str(directory)!r} needs at "
-                "least one image; remove the folder or add its images."
+                f"{', '.join(sorted(image_extensions()))}): every class folder of {argument}={str(directory)!r} "
+                "needs at least one image; remove the folder or add its images."
             )
     if loose_images:
         logger.warning(

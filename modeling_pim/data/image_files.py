@@ -1,5 +1,5 @@
 """
-Finding the image files of a folder: the one listing used by training (the class-folder loaders of
+Finding and opening image files. [`find_image_files`] is the one listing used by training (the class-folder loaders of
 `modeling_pim.data.fgvc_datasets`), `pim-infer` and every later tool, so that they always see the same images.
 
 Rules, at any depth:
@@ -11,12 +11,19 @@ Rules, at any depth:
   loop) is not followed, and reported;
 - the other visible files (not images) are counted and reported, never silently dropped;
 - the listing is sorted (by path components), so it does not depend on the file system's order.
+
+[`load_image`] opens a file into the RGB image the model sees ([`image_to_rgb`]): the tools and the load-time scan of
+the datasets use it, so an image is "readable" for all of them in the same sense.
 """
 
 import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import PIL.Image
+
+from ..image_processing_pim import image_to_rgb
 
 
 @functools.cache
@@ -25,7 +32,6 @@ def image_extensions() -> frozenset[str]:
     The extensions of image files (lower case, with the dot): those that both PIL opens and the `datasets`
     `imagefolder` builder loads (it silently drops files with other extensions, so training could not use them).
     """
-    import PIL.Image
     from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
     registered = PIL.Image.registered_extensions()
@@ -126,4 +132,16 @@ def find_image_files(folder: str | os.PathLike) -> ImageFiles:
     return found
 
 
-__all__ = ["ImageFiles", "find_image_files", "image_extensions", "is_image_file_name"]
+def load_image(path: str | os.PathLike) -> PIL.Image.Image:
+    """
+    Opens and fully decodes an image file into the RGB image the model sees ([`image_to_rgb`]: EXIF orientation, high
+    bit depth by its real range, transparency onto white).
+
+    Raises:
+        Whatever PIL raises for a missing, unreadable, truncated or corrupt file, or a mode it cannot convert.
+    """
+    with PIL.Image.open(path) as image:
+        return image_to_rgb(image)
+
+
+__all__ = ["ImageFiles", "find_image_files", "image_extensions", "is_image_file_name", "load_image"]

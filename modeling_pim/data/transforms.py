@@ -18,26 +18,12 @@ import torch
 from torchvision.transforms import InterpolationMode, v2
 from transformers.image_utils import PILImageResampling, pil_torch_interpolation_mapping
 
+from ..image_processing_pim import image_to_rgb
 
-class ConvertToRGB:
-    """
-    Converts a PIL image of any mode (grayscale, CMYK, palette, with or without transparency, ...) to RGB, compositing
-    transparent pixels onto white like transformers' image processors do. Picklable, for `DataLoader` workers.
-    """
 
-    def __call__(self, image: PIL.Image.Image) -> PIL.Image.Image:
-        if not isinstance(image, PIL.Image.Image):
-            raise TypeError(f"ConvertToRGB expects a PIL.Image.Image, got {type(image).__name__}.")
-        if image.mode == "RGB":
-            return image
-        if "A" in image.getbands() or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return PIL.Image.alpha_composite(white, rgba).convert("RGB")
-        return image.convert("RGB")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+def _to_rgb() -> v2.Lambda:
+    """[`image_to_rgb`] as the first step of a pipeline: the RGB image the model sees, from a PIL image of any mode."""
+    return v2.Lambda(image_to_rgb, PIL.Image.Image)
 
 
 def _height_width(processor: Any, attribute: str) -> tuple[int, int]:
@@ -117,9 +103,10 @@ def build_train_transform(
     sharpness_probability: float = 0.1,
 ) -> v2.Compose:
     """
-    The paper's training augmentation at the processor's sizes: RGB → resize to `size` → random crop of `crop_size`
-    → horizontal flip → Gaussian blur (kernel 5, σ ∈ (0.1, 5)) with probability `blur_probability` → sharpness ×1.5
-    with probability `sharpness_probability` → float in [0, 1] → normalise with `image_mean`/`image_std`.
+    The paper's training augmentation at the processor's sizes: RGB ([`image_to_rgb`]) → resize to `size` → random
+    crop of `crop_size` → horizontal flip → Gaussian blur (kernel 5, σ ∈ (0.1, 5)) with probability
+    `blur_probability` → sharpness ×1.5 with probability `sharpness_probability` → float in [0, 1] → normalise with
+    `image_mean`/`image_std`.
 
     The geometric and blur steps run on uint8 tensors (after `ToImage`), like the processor's own resize, so that an
     image seen in training and in evaluation is resized the same way. Without cropping in the processor
@@ -146,7 +133,7 @@ def build_train_transform(
         if not 0 <= probability <= 1:
             raise ValueError(f"{name}={probability} must be a probability in [0, 1].")
     size, crop_size = _geometry(processor)
-    steps = [ConvertToRGB(), v2.ToImage(), v2.Resize(size, interpolation=_interpolation(processor), antialias=True)]
+    steps = [_to_rgb(), v2.ToImage(), v2.Resize(size, interpolation=_interpolation(processor), antialias=True)]
     if crop_size is not None:
         steps.append(v2.RandomCrop(crop_size))
     if horizontal_flip:
@@ -160,7 +147,8 @@ def build_train_transform(
 
 def build_eval_transform(processor: Any) -> v2.Compose:
     """
-    The evaluation transform: RGB → resize to `size` → center crop of `crop_size` → float in [0, 1] → normalise.
+    The evaluation transform: RGB ([`image_to_rgb`]) → resize to `size` → center crop of `crop_size` → float in
+    [0, 1] → normalise.
 
     For a transformers `TorchvisionBackend` processor with the same settings this gives the processor's
     `pixel_values` up to float rounding (the processor fuses rescaling into the normalisation): a maximum absolute
@@ -175,7 +163,7 @@ def build_eval_transform(processor: Any) -> v2.Compose:
         `torchvision.transforms.v2.Compose`: PIL image → float32 tensor of shape (3, crop height, crop width).
     """
     size, crop_size = _geometry(processor)
-    steps = [ConvertToRGB(), v2.ToImage(), v2.Resize(size, interpolation=_interpolation(processor), antialias=True)]
+    steps = [_to_rgb(), v2.ToImage(), v2.Resize(size, interpolation=_interpolation(processor), antialias=True)]
     if crop_size is not None:
         steps.append(v2.CenterCrop(crop_size))
     return v2.Compose(steps + _to_normalized_float(processor) + [v2.ToPureTensor()])
@@ -223,4 +211,4 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return batch
 
 
-__all__ = ["ConvertToRGB", "build_eval_transform", "build_train_transform", "collate_fn", "make_transform_fn"]
+__all__ = ["build_eval_transform", "build_train_transform", "collate_fn", "make_transform_fn"]

@@ -508,7 +508,9 @@ def _parser() -> argparse.ArgumentParser:
 def _run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if not Path(args.checkpoint).is_file():
-        raise UserInputError(f"Checkpoint {args.checkpoint!r} does not exist or is not a file: give the original best.pt.")
+        raise UserInputError(
+            f"Checkpoint {args.checkpoint!r} does not exist or is not a file: give the original best.pt."
+        )
     if args.class_names and not Path(args.class_names).is_file():
         raise UserInputError(
             f"--class_names {args.class_names!r} does not exist or is not a file: give CUB's classes.txt or a file "

@@ -27,19 +27,24 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import PIL.Image
+import PIL.ImageOps
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel
 
 from ..utils.cli import UserInputError, add_debug_argument, check_output_file, run_command
-from .infer import add_model_arguments, load_image, load_model_and_processor, resolve_device, resolve_dtype
+from ..data.image_files import load_image
+from ..image_processing_pim import image_to_rgb
+from .infer import add_model_arguments, load_model_and_processor, resolve_device, resolve_dtype
 
 
 LAYER_COLOURS = ("#00e5ff", "#76ff03", "#ffea00", "#ff3d00", "#d500f9", "#ffffff")
 # The formats `Figure.savefig` writes without extra libraries; a name without an extension gets `.png`.
 FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".pdf", ".svg", ".eps", ".ps")
 DEFAULT_FIGURE_SUFFIX = ".png"
+# Longest side, in pixels, at which the image is drawn: a panel of the figure is about 500 pixels wide.
+MAX_DRAWN_SIDE = 1024
 
 
 class HeatmapResult(NamedTuple):
@@ -164,6 +169,18 @@ def model_view(pixel_values: torch.Tensor, processor: Any) -> np.ndarray:
     return image.clamp(0, 1).permute(1, 2, 0).numpy()
 
 
+def drawn_image(original: PIL.Image.Image) -> PIL.Image.Image:
+    """
+    The image panel of the figure: `original` as the model saw it ([`image_to_rgb`]: transparency on white, high bit
+    depth by its range), at most `MAX_DRAWN_SIDE` pixels wide and high (aspect ratio kept), so that drawing a
+    48-megapixel photo costs no more memory than the figure needs.
+    """
+    image = image_to_rgb(original)
+    if max(image.size) > MAX_DRAWN_SIDE:
+        image = PIL.ImageOps.contain(image, (MAX_DRAWN_SIDE, MAX_DRAWN_SIDE), PIL.Image.Resampling.BILINEAR)
+    return image
+
+
 def plot_heatmap(
     original: PIL.Image.Image,
     seen: np.ndarray,
@@ -175,10 +192,12 @@ def plot_heatmap(
     """
     Saves the original image, the heatmap and its overlay on `seen` (the model's view) with the selected tokens of
     the layers that keep at most half of their tokens (`grid_sizes[i]`² each).
+
+    `original` is drawn as [`drawn_image`] prepares it: as the model saw it, at a bounded size.
     """
     figure = Figure(figsize=(13.5, 5.2), layout="constrained")
     original_axes, heatmap_axes, overlay_axes = figure.subplots(1, 3)
-    original_axes.imshow(original.convert("RGB"))
+    original_axes.imshow(drawn_image(original))
     original_axes.set_title(f"image ({original.width}×{original.height})")
     image = heatmap_axes.imshow(result.heatmap, cmap="jet", vmin=0, vmax=1)
     heatmap_axes.set_title("heatmap (mean of per-layer token logits)")
@@ -271,7 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("pim-heatmap", _run, argv)
 
 
-__all__ = ["HeatmapResult", "compute_heatmap", "main", "model_view", "plot_heatmap", "resolve_target_class"]
+__all__ = [
+    "HeatmapResult",
+    "compute_heatmap",
+    "drawn_image",
+    "main",
+    "model_view",
+    "plot_heatmap",
+    "resolve_target_class",
+]
 
 
 if __name__ == "__main__":

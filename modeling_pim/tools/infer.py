@@ -8,11 +8,11 @@ either
 - a flat folder of unlabeled images (`IMAGES_DIR/*.jpg`): predictions only, or
 - a folder of class folders (`IMAGES_DIR/<class name>/**/*.jpg`): predictions plus the accuracy of the model's final
   head. Images lying directly in `IMAGES_DIR` next to class folders are predicted without a label (an empty `label`
-  in `predictions.csv`), counted and reported, and left out of the accuracy. A class folder matches a class of the model when its name
-  equals a name of `config.id2label`, or equals it after dropping a leading number (`001.`) and underscores, case
-  insensitively (the CUB-200-2011 folder `001.Black_footed_Albatross` matches the class `Black footed Albatross`).
-  A class folder that matches no class is an error naming the folder: an unknown class would silently count as a
-  wrong prediction. `--ignore_labels` predicts without labels instead.
+  in `predictions.csv`), counted and reported, and left out of the accuracy. A class folder matches a class of the
+  model when its name equals a name of `config.id2label`, or equals it after dropping a leading number (`001.`) and
+  underscores, case insensitively (the CUB-200-2011 folder `001.Black_footed_Albatross` matches the class `Black
+  footed Albatross`). A class folder that matches no class is an error naming the folder: an unknown class would
+  silently count as a wrong prediction. `--ignore_labels` predicts without labels instead.
 
 Images are found as training finds them ([`modeling_pim.data.image_files.find_image_files`]: hidden files and
 folders skipped, symbolic links followed); the other files are ignored, counted and listed. Image files that cannot
@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import PIL.Image
-import PIL.ImageOps
 import torch
 from huggingface_hub import is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -53,7 +51,7 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
 from transformers.utils import cached_file, logging
 
-from ..data.image_files import ImageFiles, find_image_files
+from ..data.image_files import ImageFiles, find_image_files, load_image
 from ..image_processing_pim import PimImageProcessor
 from ..training.metrics import classification_metrics
 from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
@@ -223,13 +221,6 @@ def _check_processor_size(processor: Any, config: Any, model_name_or_path: str, 
         f"(config.json image_size): set its crop_size (and size) to {image_size}, e.g. with "
         f"PimImageProcessor.for_image_size({image_size}).save_pretrained(...), or delete the file to use that default."
     )
-
-
-def load_image(path: str | os.PathLike) -> PIL.Image.Image:
-    """Opens and fully decodes an image, applying its EXIF orientation (raises on unreadable files)."""
-    with PIL.Image.open(path) as image:
-        image.load()
-        return PIL.ImageOps.exif_transpose(image)
 
 
 def _normalise_class_name(name: str) -> str:
@@ -660,7 +651,6 @@ __all__ = [
     "collect_images",
     "evaluation_report",
     "list_image_folder",
-    "load_image",
     "load_model_and_processor",
     "main",
     "match_class_folders",
