@@ -27,6 +27,7 @@ from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
 from modeling_pim.data.fgvc_datasets import load_cub200, load_hub_dataset, load_image_folders, load_nabirds, split_validation
 from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
 from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
+from modeling_pim.hub.widget import save_test_example
 from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, stack_heads
 from modeling_pim.training.transfer import load_for_labels
 from modeling_pim.utils.cli import run_command
@@ -287,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 "training_args": training_args.to_sanitized_dict(),
             }
             (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
+            if "test" in datasets:  # the example image of the model page (push_to_hub.py)
+                save_test_example(datasets["test"], output_dir)
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in datasets and (training_args.do_eval or split == "test"):
             metrics = trainer.evaluate(datasets[split], metric_key_prefix=prefix)

@@ -44,7 +44,7 @@ def image_file(tmp_path):
 
 
 def test_heatmap_shape_range_and_prediction(model, pixel_values):
-    heatmap, predicted_class, probability, selected_centres = compute_heatmap(model, pixel_values)
+    heatmap, predicted_class, probability, selected_centres, class_probabilities = compute_heatmap(model, pixel_values)
 
     with torch.no_grad():
         probabilities = model(pixel_values=pixel_values).logits.softmax(-1)[0]
@@ -52,6 +52,7 @@ def test_heatmap_shape_range_and_prediction(model, pixel_values):
     assert heatmap.min() >= 0 and heatmap.max() <= 1 and heatmap.max() > heatmap.min()
     assert predicted_class == int(probabilities.argmax())
     assert probability == pytest.approx(float(probabilities.max()))
+    np.testing.assert_allclose(class_probabilities, probabilities.numpy(), rtol=1e-5, atol=1e-7)
     assert [len(centres) for centres in selected_centres] == NUM_SELECTS
 
 

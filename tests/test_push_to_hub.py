@@ -1,23 +1,37 @@
-"""`push_to_hub.py`: the staged folder (dry run) loads as remote code, its model card, and login errors."""
+"""
+`push_to_hub.py`: the staged model repository (dry run) loads as remote code, its model card and widget example, the
+Inference Endpoints handler run as the toolkit runs it, the Gradio Space run and called as a client would, the upload
+through huggingface_hub (mocked), and the errors.
+"""
 
+import base64
+import importlib.metadata
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
 from pathlib import Path
 
+import gradio
 import httpx2
+import numpy as np
 import pytest
 import torch
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard, SpaceCard
 from huggingface_hub.errors import HfHubHTTPError
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from PIL import Image
 
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim.hub.model_card import base_model_id, build_model_card, describe_dataset
+from modeling_pim.hub.model_card import CITATION, base_model_id, build_model_card, describe_dataset
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,11 +41,20 @@ STAGED_FILES = {
     "config.json",
     "configuration_pim.py",
     "eval_results.json",
+    "handler.py",
     "image_processing_pim.py",
     "model.safetensors",
     "modeling_pim.py",
     "preprocessor_config.json",
+    "requirements.txt",
     "test_results.json",
+    "widget_example.png",
+}
+# What setup.cfg declares (install_requires), by canonical distribution name.
+DECLARED_REQUIREMENTS = {
+    canonicalize_name(requirement.name): str(requirement)
+    for requirement in map(Requirement, importlib.metadata.requires("modeling-pim"))
+    if requirement.marker is None
 }
 
 
@@ -67,21 +90,49 @@ def training_output(config, tmp_path_factory):
         "training_args": {"learning_rate": 0.0005, "num_train_epochs": 50, "hub_token": "hf_secret", "seed": 42},
     }
     (path / "training_recipe.json").write_text(json.dumps(recipe))
+    # The first test image, as train_pim.py records it (modeling_pim.hub.widget.save_test_example).
+    pixels = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path / "test_example.png")
     return path
 
 
 @pytest.fixture(scope="module")
-def staged(push_to_hub, training_output, tmp_path_factory):
-    local_dir = tmp_path_factory.mktemp("staged") / "upload"
+def published(push_to_hub, training_output, tmp_path_factory):
+    """The dry run with a Space: `(model repository folder, Space folder)`."""
+    root = tmp_path_factory.mktemp("staged")
     args = ["--model_dir", str(training_output), "--repo_id", "someone/pim-test", "--dry_run"]
-    assert push_to_hub.main(args + ["--local_dir", str(local_dir)]) == 0
-    return local_dir
+    args += ["--local_dir", str(root / "upload"), "--space_id", "someone/pim-test-demo"]
+    assert push_to_hub.main(args + ["--space_local_dir", str(root / "space")]) == 0
+    return root / "upload", root / "space"
 
 
-def test_dry_run_writes_exactly_the_upload(staged):
+@pytest.fixture(scope="module")
+def staged(published):
+    return published[0]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_dry_run_writes_exactly_the_upload(staged, training_output):
     assert {path.name for path in staged.iterdir()} == STAGED_FILES
     assert "AutoModelForImageClassification" in json.loads((staged / "config.json").read_text())["auto_map"]
     assert "AutoImageProcessor" in json.loads((staged / "preprocessor_config.json").read_text())["auto_map"]
+    assert (staged / "widget_example.png").read_bytes() == (training_output / "test_example.png").read_bytes()
+
+
+def test_requirements_are_what_the_code_imports_at_the_declared_versions(published):
+    model_code = {"transformers", "timm", "torch", "torchvision", "pillow"}
+    for folder, expected in ((published[0], model_code), (published[1], model_code | {"matplotlib", "huggingface-hub"})):
+        lines = (folder / "requirements.txt").read_text().split()
+        requirements = {canonicalize_name(Requirement(line).name): line for line in lines}
+        assert expected <= set(requirements)
+        assert "gradio" not in requirements and "modeling-pim" not in requirements
+        for name, line in requirements.items():  # the range setup.cfg declares, else the bare name
+            assert line == DECLARED_REQUIREMENTS.get(name, Requirement(line).name)
 
 
 def test_staged_folder_loads_as_remote_code_without_our_package(staged, training_output, tmp_path):
@@ -126,13 +177,15 @@ def test_model_card_metadata_and_body(staged):
     assert data.base_model == "timm/test_resnet.r160_in1k"
     assert data.datasets == ["bentrevett/caltech-ucsd-birds-200-2011"]
     assert {"pim", "fine-grained-visual-classification", "timm", "test_resnet"} <= set(data.tags)
-    assert data.widget and data.widget[0]["src"].startswith("https://")
     results = {(result.dataset_split, result.metric_type): result for result in data.eval_results}
+    assert results.keys() == {("test", "accuracy"), ("test", "mean_per_class_accuracy")}
     assert results["test", "accuracy"].metric_value == 0.875
     assert results["test", "accuracy"].dataset_name == "CUB-200-2011"
-    assert results["validation", "top_5_accuracy"].metric_value == 0.99
-    assert all("layer" not in metric_type and "combiner" not in metric_type for _, metric_type in results)
     text = card.text
+    assert "| validation | Top-5 accuracy | 99.00% |" in text
+    assert "does not run models whose code lives in their repository" in text
+    assert "[`someone/pim-test-demo`](https://huggingface.co/spaces/someone/pim-test-demo)" in text
+    assert "handler.py" in text and CITATION in text
     assert 'pipeline("image-classification", model="someone/pim-test", trust_remote_code=True)' in text
     assert "pip install" in text and "timm" in text and "arXiv:2202.03822" in text
     assert "Diagnostics" in text and "`layer2_accuracy`" in text
@@ -145,8 +198,198 @@ def test_model_card_without_training_outputs_is_valid(config):
     card = ModelCard(str(build_model_card(config, "someone/pim-bare")))
 
     assert card.data.pipeline_tag == "image-classification"
-    assert card.data.eval_results is None and card.data.datasets is None
+    assert card.data.eval_results is None and card.data.datasets is None and "widget" not in card.data.to_dict()
     assert "No evaluation results" in card.text and "No `training_recipe.json`" in card.text
+    assert "does not run models whose code" in card.text and "example on this page" not in card.text
+
+
+def test_widget_shows_the_repository_image_with_the_model_output(staged, training_output):
+    widget = ModelCard.load(staged / "README.md").data.widget
+
+    assert len(widget) == 1 and widget[0]["src"] == "widget_example.png"
+    model = PimForImageClassification.from_pretrained(training_output).eval()
+    processor = PimImageProcessor.from_pretrained(training_output)
+    with torch.no_grad():
+        inputs = processor(images=Image.open(staged / "widget_example.png").convert("RGB"), return_tensors="pt")
+        probabilities = model(**inputs).logits.softmax(-1)[0]
+    ranked = probabilities.argsort(descending=True)
+    assert [entry["label"] for entry in widget[0]["output"]] == [LABELS[i] for i in ranked]
+    assert [entry["score"] for entry in widget[0]["output"]] == pytest.approx(probabilities[ranked].tolist(), abs=1e-4)
+
+
+def test_readme_and_card_cite_the_paper_from_one_source():
+    assert CITATION in (ROOT / "README.md").read_text()
+    assert "author  = {Chou, Po-Yung and Lin, Cheng-Hung and Kao, Wen-Chung}" in CITATION
+
+
+def test_endpoint_handler_answers_as_the_toolkit_calls_it(staged, tmp_path):
+    """The toolkit imports handler.py from the repository folder, in a process where our package does not exist."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["modeling_pim"] = None  # our package must not be importable: the folder's code is used
+        import base64, importlib.util, io, json
+        from PIL import Image
+
+        spec = importlib.util.spec_from_file_location("handler", {str(staged / "handler.py")!r})
+        handler_module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(handler_module)
+        handler = handler_module.EndpointHandler(path={str(staged)!r})
+        image_file = {str(staged / "widget_example.png")!r}
+        # An image body: the toolkit's deserializer gives an RGB PIL image.
+        from_image = handler({{"inputs": Image.open(image_file).convert("RGB")}})
+        # A JSON body: parsed JSON with a base64 string, and the task's parameters.
+        body = json.dumps({{"inputs": base64.b64encode(open(image_file, "rb").read()).decode(), "parameters": {{"top_k": 2}}}})
+        from_json = handler(json.loads(body))
+        # Transparency: a base64 PNG goes through the model's image_to_rgb (onto white), not convert("RGB").
+        rgba = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+        rgba.paste((200, 30, 30, 255), (10, 5, 30, 25))
+        buffer = io.BytesIO()
+        rgba.save(buffer, format="PNG")
+        transparent = handler({{"inputs": base64.b64encode(buffer.getvalue()).decode()}})
+        on_white = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+        same_as_on_white = transparent == handler({{"inputs": on_white}})
+        errors = []
+        for data in ({{"inputs": "not base64!"}}, {{"inputs": {str(staged / "config.json")!r}}}, {{"inputs": 3}},
+                     {{"inputs": Image.new("RGB", (8, 8)), "parameters": {{"temperature": 2}}}}):
+            try:
+                handler(data)
+            except ValueError as error:
+                errors.append(str(error))
+        print(json.dumps({{"image": from_image, "json": from_json, "on_white": same_as_on_white, "errors": errors}}))
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
+    assert completed.returncode == 0, completed.stderr
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+
+    widget_output = ModelCard.load(staged / "README.md").data.widget[0]["output"]
+    assert [entry["label"] for entry in result["image"]] == [entry["label"] for entry in widget_output]
+    assert [entry["score"] for entry in result["image"]] == pytest.approx(
+        [entry["score"] for entry in widget_output], abs=1e-4
+    )
+    assert result["json"] == result["image"][:2]
+    assert result["on_white"]
+    assert result["errors"][0].startswith("'inputs' is not a base64-encoded image file")
+    assert result["errors"][1].startswith("'inputs' is not a base64-encoded image file")  # a path is never opened
+    assert result["errors"][2] == "'inputs' must be an image (an image body, or base64 in a JSON body), got int."
+    assert result["errors"][3].startswith("Unknown parameters ['temperature']")
+
+
+def test_space_is_a_gradio_app_linked_to_the_model_with_the_heatmap_code(published):
+    space = published[1]
+    card = SpaceCard.load(space / "README.md")
+
+    assert card.data.sdk == "gradio" and card.data.models == ["someone/pim-test"] and card.data.app_file == "app.py"
+    assert card.data.sdk_version == gradio.__version__
+    assert (space / "examples" / "widget_example.png").read_bytes() == (published[0] / "widget_example.png").read_bytes()
+    assert (space / "app.py").read_bytes() == (ROOT / "modeling_pim" / "hub" / "app.py").read_bytes()
+    staged_modules = {path.relative_to(space).as_posix() for path in (space / "modeling_pim").rglob("*.py")}
+    assert {"modeling_pim/tools/heatmap.py", "modeling_pim/tools/infer.py", "modeling_pim/image_processing_pim.py"} <= (
+        staged_modules
+    )
+    assert "modeling_pim/modeling_pim.py" not in staged_modules  # the model's code comes from the model repository
+    for module in staged_modules - {path for path in staged_modules if path.endswith("__init__.py")}:
+        assert (space / module).read_bytes() == (ROOT / module).read_bytes()
+    assert (space / "modeling_pim" / "__init__.py").read_text().count("\n") == 1  # a docstring, no registration
+
+
+def test_space_app_answers_a_gradio_client_with_labels_and_the_heatmap(published, tmp_path, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    model_repository, space = published
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    # What `python app.py` does in the Space, plus a check that the staged copy of our package is the one imported.
+    launcher = textwrap.dedent(
+        """
+        import runpy, sys
+        sys.path.insert(0, ".")
+        import modeling_pim.tools.heatmap
+        assert modeling_pim.tools.heatmap.__file__.startswith(sys.argv[1]), modeling_pim.tools.heatmap.__file__
+        runpy.run_path("app.py", run_name="__main__")
+        """
+    )
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+    env.update(
+        PIM_MODEL=str(model_repository),
+        GRADIO_SERVER_NAME="127.0.0.1",
+        GRADIO_SERVER_PORT=str(port),
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(tmp_path / "gradio"),
+        HF_HUB_OFFLINE="1",
+        HF_MODULES_CACHE=str(tmp_path / "modules"),
+    )
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "client"))
+    server = subprocess.Popen(
+        [sys.executable, "-c", launcher, str(space.resolve())],
+        cwd=space,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, server.communicate()[0]
+                assert time.monotonic() < deadline, "the Space app did not start within 240 s"
+                time.sleep(0.5)
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        labels, heatmap = client.predict(handle_file(space / "examples" / "widget_example.png"), api_name="/predict")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    widget_output = ModelCard.load(model_repository / "README.md").data.widget[0]["output"]
+    assert labels["label"] == widget_output[0]["label"]
+    confidences = {entry["label"]: entry["confidence"] for entry in labels["confidences"]}
+    assert set(confidences) == set(LABELS)
+    for entry in widget_output:
+        assert confidences[entry["label"]] == pytest.approx(entry["score"], abs=1e-4)
+    with Image.open(heatmap) as figure:
+        assert figure.format == "PNG" and figure.width > 600 and figure.height > 200
+
+
+def test_upload_creates_the_model_then_the_gradio_space(push_to_hub, training_output, monkeypatch, capsys):
+    calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        calls.append(("create_repo", repo_id, kwargs.get("repo_type"), kwargs.get("space_sdk")))
+
+    def upload_folder(self, *, folder_path, repo_id, repo_type=None, **kwargs):
+        files = sorted(path.relative_to(folder_path).as_posix() for path in Path(folder_path).rglob("*") if path.is_file())
+        calls.append(("upload_folder", repo_id, repo_type, files))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(push_to_hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(push_to_hub, "get_token", lambda: "hf_token")
+    monkeypatch.setattr(HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+
+    args = ["--model_dir", str(training_output), "--repo_id", "someone/pim-test", "--space_id", "someone/demo"]
+    assert push_to_hub.main(args) == 0
+
+    assert [call[:3] for call in calls] == [
+        ("create_repo", "someone/pim-test", "model"),
+        ("upload_folder", "someone/pim-test", "model"),
+        ("create_repo", "someone/demo", "space"),
+        ("upload_folder", "someone/demo", "space"),
+    ]
+    assert calls[0][3] is None and calls[2][3] == "gradio"
+    assert set(calls[1][3]) == STAGED_FILES
+    assert {"app.py", "README.md", "requirements.txt", "modeling_pim/tools/heatmap.py"} <= set(calls[3][3])
+    assert "https://huggingface.co/spaces/someone/demo" in capsys.readouterr().out
 
 
 def test_upload_without_login_is_a_clear_error(push_to_hub, training_output, monkeypatch, capsys):
@@ -183,9 +426,60 @@ def test_bad_arguments_are_clear_errors(push_to_hub, training_output, tmp_path, 
     assert push_to_hub.main(["--model_dir", str(tmp_path / "nope"), *dry_run, str(tmp_path / "out")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert push_to_hub.main(["--model_dir", str(training_output), *dry_run, str(occupied)]) == 2
-    assert "is not empty" in capsys.readouterr().err
+    assert "is not an empty folder" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         push_to_hub.main(["--model_dir", str(training_output), "--repo_id", "not a repo id"])
+
+
+@pytest.mark.parametrize(
+    "extra, error",
+    [
+        (["--space_id", "a/b"], "--space_id 'a/b' is the model's --repo_id: give the Space a name of its own"),
+        (["--space_id", "a/c"], "--dry_run with --space_id needs --space_local_dir DIR2"),
+        (["--space_local_dir", "x"], "--space_local_dir is only used with --dry_run and --space_id."),
+        (["--space_id", "not a space"], "--space_id 'not a space' is not a valid Hub repository id"),
+    ],
+)
+def test_bad_space_arguments_are_one_line_errors(push_to_hub, training_output, tmp_path, capsys, extra, error):
+    args = ["--model_dir", str(training_output), "--repo_id", "a/b", "--dry_run", "--local_dir", str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        push_to_hub.main(args + extra)
+
+    assert exit_info.value.code == 2
+    assert f"push_to_hub.py: error: {error}" in capsys.readouterr().err
+
+
+def test_a_widget_image_that_is_not_an_image_is_a_one_line_error(push_to_hub, training_output, tmp_path, capsys):
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image")
+    args = ["--model_dir", str(training_output), "--repo_id", "a/b", "--dry_run", "--local_dir", str(tmp_path / "out")]
+
+    assert push_to_hub.main(args + ["--widget_image", str(notes)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"push_to_hub.py: error: --widget_image {str(notes)!r} is not an image PIL can read (")
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert push_to_hub.main(args + ["--widget_image", str(tmp_path / "missing.jpg")]) == 2
+    assert "--widget_image" in capsys.readouterr().err
+
+
+def test_a_model_folder_without_test_results_gives_a_card_without_model_index(
+    push_to_hub, config, tmp_path, caplog
+):
+    model_dir = tmp_path / "model"
+    PimForImageClassification(config).save_pretrained(model_dir)
+    (model_dir / "eval_results.json").write_text(json.dumps({"eval_accuracy": 0.9}))
+    widget_image = tmp_path / "bird.jpg"
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(widget_image)
+    args = ["--model_dir", str(model_dir), "--repo_id", "a/b", "--dry_run", "--local_dir", str(tmp_path / "out")]
+
+    assert push_to_hub.main(args + ["--widget_image", str(widget_image)]) == 0
+
+    card = ModelCard.load(tmp_path / "out" / "README.md")
+    assert card.data.eval_results is None and "model-index" not in (tmp_path / "out" / "README.md").read_text()
+    assert "| validation | Top-1 accuracy | 90.00% |" in card.text
+    assert card.data.widget[0]["src"] == "widget_example.jpg"
+    assert (tmp_path / "out" / "widget_example.jpg").read_bytes() == widget_image.read_bytes()
+    assert any("has no test_results.json: the card has no model-index" in record.message for record in caplog.records)
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,9 @@ def test_cub200_run_trains_evaluates_once_on_test_and_saves_a_reloadable_model(t
     assert list(model.config.id2label.values()) == [name.replace("_", " ") for name in CUB_CLASS_NAMES[:3]]
     assert (output_dir / "preprocessor_config.json").exists()
     assert (output_dir / "training_recipe.json").exists()
+    # The model page's example (push_to_hub.py): a test image (the second half of each class), bytes untouched.
+    test_images = {path.read_bytes() for path in (data_dir / "images").glob("*/*_000[34].jpg")}
+    assert (output_dir / "test_example.jpg").read_bytes() in test_images
 
 
 def test_nabirds_run_maps_sparse_class_ids_and_saves_a_reloadable_model(tmp_path):

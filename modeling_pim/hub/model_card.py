@@ -63,10 +63,11 @@ TRAINING_ARGS_SHOWN = (
 )
 # Arguments left out of the card: local paths and secrets mean nothing (or too much) to readers of the Hub.
 PRIVATE_ARGUMENT = re.compile(r"(^|_)(token|dir|path|file|cache|weights)(_|$)")
-WIDGET_IMAGE = "https://huggingface.co/datasets/Narsil/image_dummy/raw/main/parrots.png"
+# The paper's BibTeX entry, the one source of the citation: the README's "Citation" section must hold it verbatim
+# (tests/test_push_to_hub.py checks).
 CITATION = """@article{chou2022novel,
   title   = {A Novel Plug-in Module for Fine-Grained Visual Classification},
-  author  = {Chou, Po-Yung and Kao, Yu-Yung and Lin, Cheng-Hung},
+  author  = {Chou, Po-Yung and Lin, Cheng-Hung and Kao, Wen-Chung},
   journal = {arXiv preprint arXiv:2202.03822},
   year    = {2022}
 }"""
@@ -130,10 +131,13 @@ def split_metrics(metrics: dict[str, float], prefix: str) -> tuple[dict[str, flo
 
 
 def eval_results(outputs: TrainingOutputs, dataset_name: str, dataset_id: str | None) -> list[EvalResult]:
-    """The model-index entries: the final head's metrics of every split (test first)."""
+    """
+    The model-index entries: the final head's metrics on the test split. Validation metrics stay out: the validation
+    split chose the checkpoint, so they are not a result (the card's body shows them, labelled).
+    """
     results = []
-    for prefix, metrics in outputs.metrics.items():
-        final, _ = split_metrics(metrics, prefix)
+    if "test" in outputs.metrics:
+        final, _ = split_metrics(outputs.metrics["test"], "test")
         for name, value in final.items():
             metric_type, display_name = FINAL_HEAD_METRICS[name]
             results.append(
@@ -142,7 +146,7 @@ def eval_results(outputs: TrainingOutputs, dataset_name: str, dataset_id: str | 
                     task_name="Fine-grained image classification",
                     dataset_type=dataset_id or "imagefolder",
                     dataset_name=dataset_name,
-                    dataset_split=SPLIT_NAMES[prefix],
+                    dataset_split=SPLIT_NAMES["test"],
                     metric_type=metric_type,
                     metric_name=display_name,
                     metric_value=round(value, 6),
@@ -215,9 +219,22 @@ def metrics_section(outputs: TrainingOutputs) -> str:
     return text
 
 
-def usage_section(repo_id: str) -> str:
-    """How to use the model with `pipeline` and with the Auto classes."""
-    return f"""The model's code lives in this repository: load it with `trust_remote_code=True`. It needs `timm`:
+def usage_section(repo_id: str, space_id: str | None = None, has_example: bool = False) -> str:
+    """How to use the model: the hosted widget's limit, the demo Space, `pipeline`, the Auto classes, Endpoints."""
+    example = (
+        " The example on this page shows the model's own answer for an image of the repository, computed when this "
+        "card was built."
+        if has_example
+        else ""
+    )
+    space = (
+        f"Try it on your own images in the demo Space [`{space_id}`](https://huggingface.co/spaces/{space_id}), "
+        "which also shows the heatmap of the regions that drove each prediction, or run it yourself:"
+        if space_id
+        else "Run it yourself:"
+    )
+    return f"""The Hub's hosted inference widget does not run models whose code lives in their repository (custom code,
+`trust_remote_code=True`), so this page cannot classify an image you upload.{example} {space}
 
 ```bash
 pip install transformers timm torch torchvision
@@ -241,6 +258,18 @@ inputs = processor(images=Image.open("bird.jpg"), return_tensors="pt")
 with torch.no_grad():
     logits = model(**inputs).logits  # the final head: the model's prediction
 print(model.config.id2label[logits.argmax(-1).item()])
+```
+
+### Inference Endpoints
+
+The repository's `handler.py` serves the model on [Inference Endpoints](https://huggingface.co/docs/inference-endpoints)
+(its `requirements.txt` installs the transformers and timm versions the model's code needs). Send the image itself
+(`Content-Type: image/jpeg`), or JSON with the image file base64-encoded; the answer is the classes, best first:
+
+```bash
+curl ENDPOINT_URL -H "Authorization: Bearer $HF_TOKEN" -H "Content-Type: application/json" \\
+  -d "{{\\"inputs\\": \\"$(base64 -w0 bird.jpg)\\", \\"parameters\\": {{\\"top_k\\": 5}}}}"
+# [{{"label": "...", "score": 0.93}}, ...]
 ```"""
 
 
@@ -266,7 +295,8 @@ def build_model_card(
     outputs: TrainingOutputs | None = None,
     num_parameters: int | None = None,
     license_id: str | None = None,
-    widget_image: str = WIDGET_IMAGE,
+    widget: dict[str, Any] | None = None,
+    space_id: str | None = None,
 ) -> ModelCard:
     """
     The model card of a PIM model: Hub metadata (library, pipeline tag, tags, base model, dataset, metrics,
@@ -278,7 +308,9 @@ def build_model_card(
         outputs ([`TrainingOutputs`], *optional*): metrics and recipe of the training run.
         num_parameters (`int`, *optional*): shown in the architecture table.
         license_id (`str`, *optional*): a Hub license id (e.g. `"mit"`); omitted from the metadata when not given.
-        widget_image (`str`): URL of the example image of the Hub's inference widget.
+        widget (`dict`, *optional*): the example of the model page, `{"src": <file of the repository>, "output":
+            [{"label": str, "score": float}, ...]}` ([`modeling_pim.hub.widget`]); no `widget:` when not given.
+        space_id (`str`, *optional*): the demo Space, linked under "How to use".
     """
     outputs = outputs or TrainingOutputs()
     dataset_name, dataset_id = describe_dataset(outputs.recipe)
@@ -295,10 +327,10 @@ def build_model_card(
         metrics=["accuracy"],
         license=license_id,
         eval_results=results or None,
-        widget=[{"src": widget_image, "example_title": "Parrots"}],
+        widget=[{"example_title": "Example image", **widget}] if widget else None,
     )
     trained_on = f"{dataset_name} ({config.num_labels} classes)"
-    base = f", starting from [`{base_model}`](https://huggingface.co/{base_model})," if base_model else ""
+    base = f", starting from [`{base_model}`](https://huggingface.co/{base_model})" if base_model else ""
     body = f"""
 # {model_name}
 
@@ -312,9 +344,9 @@ discriminative tokens of each layer and a graph convolution combines them into t
 
 {details_section(config, num_parameters)}
 
-## Usage
+## How to use
 
-{usage_section(repo_id)}
+{usage_section(repo_id, space_id, has_example=widget is not None)}
 
 ## Evaluation
 

@@ -23,7 +23,7 @@ import difflib
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import PIL.Image
@@ -49,7 +49,8 @@ MAX_DRAWN_SIDE = 1024
 
 class HeatmapResult(NamedTuple):
     """
-    What [`compute_heatmap`] returns; unpacks as `(heatmap, predicted_class, probability, selected_centres)`.
+    What [`compute_heatmap`] returns; unpacks as `(heatmap, predicted_class, probability, selected_centres,
+    probabilities)`.
 
     Attributes:
         heatmap (`np.ndarray` of shape `(H, W)`):
@@ -62,12 +63,15 @@ class HeatmapResult(NamedTuple):
         selected_centres (`list[np.ndarray]`):
             Per layer, the `(x, y)` pixel centres in the model input of the tokens the selector kept, shape `(S_i, 2)`,
             most confident first (an empty list when the model has no selector).
+        probabilities (`np.ndarray` of shape `(num_labels,)`):
+            Softmax probabilities of every class under the final head.
     """
 
     heatmap: np.ndarray
     predicted_class: int
     probability: float
     selected_centres: list[np.ndarray]
+    probabilities: np.ndarray
 
 
 def _normalise(values: torch.Tensor) -> torch.Tensor:
@@ -101,7 +105,7 @@ def compute_heatmap(
             Class whose evidence is mapped; defaults to the predicted class.
 
     Returns:
-        [`HeatmapResult`]: `(heatmap, predicted_class, probability, selected_centres)`.
+        [`HeatmapResult`]: `(heatmap, predicted_class, probability, selected_centres, probabilities)`.
     """
     if pixel_values.dim() == 3:
         pixel_values = pixel_values[None]
@@ -131,7 +135,9 @@ def compute_heatmap(
         for indices, grid_size in zip(outputs.selected_indices or (), grid_sizes)
     ]
     probability = float(probabilities[predicted_class])
-    return HeatmapResult(heatmap.cpu().numpy(), predicted_class, probability, selected_centres)
+    return HeatmapResult(
+        heatmap.cpu().numpy(), predicted_class, probability, selected_centres, probabilities.cpu().numpy()
+    )
 
 
 def resolve_target_class(target: str, id2label: dict[int, str]) -> int:
@@ -187,11 +193,11 @@ def plot_heatmap(
     result: HeatmapResult,
     grid_sizes: Sequence[int],
     title: str,
-    path: str | os.PathLike,
+    path: str | os.PathLike | BinaryIO,
 ) -> None:
     """
     Saves the original image, the heatmap and its overlay on `seen` (the model's view) with the selected tokens of
-    the layers that keep at most half of their tokens (`grid_sizes[i]`² each).
+    the layers that keep at most half of their tokens (`grid_sizes[i]`² each), as PNG when `path` is a file object.
 
     `original` is drawn as [`drawn_image`] prepares it: as the model saw it, at a bounded size.
     """
@@ -225,6 +231,44 @@ def plot_heatmap(
         axes.set_axis_off()
     figure.suptitle(title, fontsize=13, fontweight="bold")
     figure.savefig(path, dpi=110)
+
+
+def render_heatmap(
+    model: PreTrainedModel,
+    processor: Any,
+    image: PIL.Image.Image,
+    output: str | os.PathLike | BinaryIO,
+    target_class: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[HeatmapResult, str]:
+    """
+    The `pim-heatmap` figure of one decoded image, written to `output` (a path, or a binary file object for PNG).
+
+    Args:
+        model ([`PimForImageClassification`]): a PIM model in eval mode.
+        processor: its image processor.
+        image (`PIL.Image.Image`): the image, decoded.
+        output: where [`plot_heatmap`] saves the figure.
+        target_class (`int`, *optional*): the class to map; the predicted class by default.
+        dtype (`torch.dtype`): autocast dtype of the forward pass (`torch.float32`: no autocast).
+
+    Returns:
+        `tuple[HeatmapResult, str]`: the heatmap result and the figure's title.
+
+    Raises:
+        `ValueError`: the model has no token classifiers, or `target_class` is not one of its classes.
+    """
+    pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
+    device = model.device
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        result = compute_heatmap(model, pixel_values, target_class)
+    id2label = {int(class_id): name for class_id, name in model.config.id2label.items()}
+    title = f"predicted: {id2label[result.predicted_class]} ({result.probability:.1%})"
+    if target_class is not None:
+        title += f" — heatmap of: {id2label[target_class]}"
+    seen = model_view(pixel_values[0], processor)
+    plot_heatmap(image, seen, result, model.pim.backbone.grid_sizes, title, output)
+    return result, title
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -262,20 +306,11 @@ def run_heatmap(args: argparse.Namespace) -> tuple[str, str]:
         raise UserInputError(f"{args.model!r} is a {model.config.model_type!r} model: pim-heatmap needs a PIM model.")
     id2label = {int(class_id): name for class_id, name in model.config.id2label.items()}
     target = None if args.target_class is None else resolve_target_class(args.target_class, id2label)
-    pixel_values = processor(images=original, return_tensors="pt")["pixel_values"]
-    device = model.device
-    dtype = resolve_dtype(args.dtype, device)
+    output.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            result = compute_heatmap(model, pixel_values, target)
+        _, title = render_heatmap(model, processor, original, output, target, resolve_dtype(args.dtype, model.device))
     except ValueError as error:
         raise UserInputError(str(error)) from error
-    title = f"predicted: {id2label[result.predicted_class]} ({result.probability:.1%})"
-    if target is not None:
-        title += f" — heatmap of: {id2label[target]}"
-    seen = model_view(pixel_values[0], processor)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    plot_heatmap(original, seen, result, model.pim.backbone.grid_sizes, title, output)
     return title, str(output)
 
 
@@ -297,6 +332,7 @@ __all__ = [
     "main",
     "model_view",
     "plot_heatmap",
+    "render_heatmap",
     "resolve_target_class",
 ]
 

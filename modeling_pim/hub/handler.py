@@ -1,0 +1,96 @@
+"""
+Inference Endpoints handler of a PIM model, staged as `handler.py` at the root of the model repository.
+
+The Inference Toolkit imports this file from the repository folder, builds `EndpointHandler(path=<that folder>)` once
+and calls it with each request: `{"inputs": PIL.Image.Image}` for an image body (`Content-Type: image/*`), the parsed
+JSON for a JSON body, where `inputs` is a base64-encoded image file. An optional `"parameters": {"top_k": k,
+"function_to_apply": "softmax"}` follows the `image-classification` task specification. The answer is the task's
+`[{"label": str, "score": float}, ...]`, best first.
+
+This file imports nothing of the `modeling_pim` package: the model's code comes from the repository itself
+(`trust_remote_code=True`), and the repository's `requirements.txt` installs the transformers and timm versions it
+needs (the toolkit's own transformers is older). A base64 image is converted to RGB by the model's own
+`image_to_rgb` (`image_processing_pim.py`: 16-bit images by their range, transparency onto white); an image body
+arrives already converted by the toolkit (`convert("RGB")`), so send such images as base64 JSON.
+"""
+
+import base64
+import binascii
+import inspect
+import io
+from typing import Any
+
+import PIL.Image
+import torch
+from transformers import pipeline
+
+
+PARAMETERS = ("top_k", "function_to_apply")
+
+
+def open_image(encoded: bytes) -> PIL.Image.Image:
+    """
+    The bytes of an image file → the opened, fully read image.
+
+    Raises:
+        `ValueError`: the bytes are not an image PIL can read.
+    """
+    try:
+        image = PIL.Image.open(io.BytesIO(encoded))
+        image.load()
+    except Exception as error:  # Any PIL plugin failure means the same thing to the caller: not a readable image.
+        raise ValueError(f"'inputs' holds {len(encoded)} bytes that are not an image file ({error}).") from error
+    return image
+
+
+def decode_base64_image(data: str) -> PIL.Image.Image:
+    """
+    A base64-encoded image file (optionally a `data:image/...;base64,` URL) → the opened image.
+
+    Raises:
+        `ValueError`: `data` is not base64, or the bytes are not an image PIL can read.
+    """
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        encoded = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise ValueError(f"'inputs' is not a base64-encoded image file: {error}.") from error
+    return open_image(encoded)
+
+
+class EndpointHandler:
+    """The `image-classification` pipeline of the model in `path`, answering Inference Endpoints requests."""
+
+    def __init__(self, path: str = ""):
+        device = 0 if torch.cuda.is_available() else -1
+        self.classifier = pipeline("image-classification", model=path, trust_remote_code=True, device=device)
+        # The conversion the model's processor applies, from the repository's image_processing_pim.py.
+        self.image_to_rgb = inspect.getmodule(type(self.classifier.image_processor)).image_to_rgb
+
+    def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
+        """
+        Classifies `data["inputs"]`, a `PIL.Image.Image`, image file bytes or a base64 string (never a path or a URL:
+        a request must not make the endpoint read its own files or fetch addresses), with `data["parameters"]`.
+
+        Raises:
+            `ValueError`: `inputs` is missing or not an image, or a parameter is unknown (the toolkit answers 400).
+        """
+        inputs = data.get("inputs")
+        parameters = data.get("parameters") or {}
+        unknown = sorted(set(parameters) - set(PARAMETERS))
+        if unknown:
+            raise ValueError(f"Unknown parameters {unknown}: image-classification takes {list(PARAMETERS)}.")
+        if isinstance(inputs, str):
+            inputs = decode_base64_image(inputs)
+        elif isinstance(inputs, (bytes, bytearray)):
+            inputs = open_image(bytes(inputs))
+        if not isinstance(inputs, PIL.Image.Image):
+            raise ValueError(
+                f"'inputs' must be an image (an image body, or base64 in a JSON body), got {type(inputs).__name__}."
+            )
+        predictions = self.classifier(self.image_to_rgb(inputs), **parameters)
+        return [{"label": prediction["label"], "score": float(prediction["score"])} for prediction in predictions]
+
+
+__all__ = ["EndpointHandler", "decode_base64_image", "open_image"]
