@@ -28,7 +28,7 @@ NUM_TOP_CLASSES = 5
 EXAMPLES_DIR = HERE / "examples"
 
 
-def model_name_or_path() -> str:
+def configured_model() -> str:
     """`PIM_MODEL`, else the first model listed in the README front matter of the Space."""
     return os.environ.get("PIM_MODEL") or SpaceCard.load(HERE / "README.md").data.models[0]
 
@@ -68,4 +68,4 @@ def build_demo(model_name_or_path: str) -> gr.Interface:
 
 
 if __name__ == "__main__":
-    build_demo(model_name_or_path()).launch()
+    build_demo(configured_model()).launch()
