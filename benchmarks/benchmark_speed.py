@@ -44,16 +44,21 @@ TARGETS = {"train_vs_plain": 1.9, "train_vs_original": 0.7, "eval_vs_plain": 1.9
 LAMBDA_B, LAMBDA_S, LAMBDA_N, LAMBDA_C = 0.5, 0.0, 5.0, 1.0
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the PIM model a benchmark builds with random weights ([`pim_config`])."""
     parser.add_argument("--backbone", default="resnet50", help="timm model name")
     parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--num_classes", type=int, default=200)
     parser.add_argument("--fpn_size", type=int, default=512)
     parser.add_argument("--num_selects", type=int, nargs="+", default=[32, 32, 32, 32])
     parser.add_argument("--proj_type", choices=("Conv", "Linear"), help="default: Conv for CNNs, Linear for Swin/ViT")
     parser.add_argument("--upsample_type", choices=("Bilinear", "Conv"), help="default: Bilinear for CNNs, else Conv")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per variant first")
     parser.add_argument("--device", default="cpu")
