@@ -72,6 +72,11 @@ class PimConfig(PretrainedConfig):
             Weight of the mean squared error pushing `tanh` of every dropped token's logits to -1.
         lambda_c (`float`, *optional*, defaults to `1.0`):
             Weight of the cross-entropy of the combiner's logits.
+        label_smoothing (`float`, *optional*, defaults to `0.0`):
+            Label smoothing ε in [0, 1) of every cross-entropy term of the loss (layers, selected tokens, combiner,
+            and the pooled linear head when every module is off): the target is `1 - ε` on the true class plus
+            `ε / num_labels` on every class, as in `torch.nn.functional.cross_entropy(label_smoothing=ε)` (Szegedy et
+            al., arXiv 1512.00567, §7). The dropped-token loss has no class target and does not change.
 
     The usual `num_labels`, `id2label` and `label2id` are inherited from [`PretrainedConfig`].
 
@@ -119,6 +124,7 @@ class PimConfig(PretrainedConfig):
     lambda_s: float = 0.0
     lambda_n: float = 5.0
     lambda_c: float = 1.0
+    label_smoothing: float = 0.0
 
     def __post_init__(self, **kwargs):
         self.backbone_kwargs = dict(self.backbone_kwargs or {})
@@ -149,6 +155,10 @@ class PimConfig(PretrainedConfig):
         for name in ("fpn_size", "comb_proj_size", "tokens_per_graph_node"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(
+                f"`label_smoothing` must be in [0, 1) (0: no smoothing, 0.1 is common), got {self.label_smoothing}."
+            )
         if self.use_combiner and not self.use_selection:
             raise ValueError(
                 "`use_combiner=True` needs the selector: set `use_selection=True` or `use_combiner=False`."

@@ -83,7 +83,8 @@ class PimImageClassifierOutput(ModelOutput):
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
             `lambda_b * loss_layers + lambda_s * loss_selected + lambda_n * loss_dropped + lambda_c * loss_combiner`,
-            or the cross-entropy of `logits` when every PIM module is off.
+            or the cross-entropy of `logits` when every PIM module is off. Every cross-entropy uses
+            `config.label_smoothing`.
         logits (`torch.FloatTensor` of shape `(B, K)`):
             The final head: the combiner's logits, or the deepest layer's when the combiner is off, or the pooled
             linear head's when every module is off. *The* prediction of the model.
@@ -645,18 +646,22 @@ class PimForImageClassification(PimPreTrainedModel):
             self._add_losses(output, labels)
         return output
 
+    def _cross_entropy(self, logits: torch.Tensor, labels: torch.LongTensor) -> torch.Tensor:
+        """The cross-entropy of every classification term of the loss, with `config.label_smoothing`."""
+        return F.cross_entropy(logits, labels, label_smoothing=self.config.label_smoothing)
+
     def _add_losses(self, output: PimImageClassifierOutput, labels: torch.LongTensor) -> None:
         config = self.config
         if output.layer_logits is None:  # every module off: a pooled linear head
-            output.loss = F.cross_entropy(output.logits, labels)
+            output.loss = self._cross_entropy(output.logits, labels)
             return
-        output.loss_layers = sum(F.cross_entropy(logits, labels) for logits in output.layer_logits)
+        output.loss_layers = sum(self._cross_entropy(logits, labels) for logits in output.layer_logits)
         loss = config.lambda_b * output.loss_layers
         if output.selected_token_logits is not None:
             # With lambda_s = 0 (the paper's default) the selected-token loss is only logged: keep it out of the graph.
             with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_s != 0):
                 output.loss_selected = sum(
-                    F.cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
+                    self._cross_entropy(logits.flatten(0, 1), labels.repeat_interleave(logits.shape[1]))
                     for logits in output.selected_token_logits
                 )
             output.loss_dropped = sum(
@@ -671,7 +676,7 @@ class PimForImageClassification(PimPreTrainedModel):
             if config.lambda_s != 0:
                 loss = loss + config.lambda_s * output.loss_selected
         if config.use_combiner:
-            output.loss_combiner = F.cross_entropy(output.logits, labels)
+            output.loss_combiner = self._cross_entropy(output.logits, labels)
             loss = loss + config.lambda_c * output.loss_combiner
         output.loss = loss
 

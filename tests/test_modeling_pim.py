@@ -1,6 +1,7 @@
 """Behaviour of PimConfig / PimForImageClassification on tiny timm backbones (CPU, 32-64 px)."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -199,6 +200,40 @@ def test_each_loss_term_matches_a_hand_computation():
     torch.testing.assert_close(output.loss_combiner, loss_combiner)
     expected = 0.5 * loss_layers + 0.25 * loss_selected + 5.0 * loss_dropped + 1.0 * loss_combiner
     torch.testing.assert_close(output.loss, expected)
+
+
+def test_label_smoothing_smooths_every_cross_entropy_and_the_loss_is_the_weighted_sum_of_the_smoothed_parts():
+    model = tiny_model("test_resnet", lambda_b=0.5, lambda_s=0.25, lambda_n=5.0, lambda_c=1.0, label_smoothing=0.2)
+    model.eval()
+    labels = torch.tensor([1, 4])
+    output = model(images(), labels=labels)
+
+    def smoothed(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:  # (1 - ε) one-hot + ε / K
+        targets = F.one_hot(targets, 5).float() * 0.8 + 0.2 / 5
+        return -(targets * logits.log_softmax(-1)).sum(-1).mean()
+
+    loss_layers = sum(smoothed(logits, labels) for logits in output.layer_logits)
+    loss_selected = sum(
+        smoothed(selected.flatten(0, 1), labels.repeat_interleave(selected.shape[1]))
+        for selected in output.selected_token_logits
+    )
+    torch.testing.assert_close(output.loss_layers, loss_layers)
+    torch.testing.assert_close(output.loss_selected, loss_selected)
+    torch.testing.assert_close(output.loss_combiner, smoothed(output.logits, labels))
+    assert not torch.isclose(output.loss_combiner, F.cross_entropy(output.logits, labels))
+    expected = 0.5 * loss_layers + 0.25 * loss_selected + 5.0 * output.loss_dropped + 1.0 * output.loss_combiner
+    torch.testing.assert_close(output.loss, expected)
+
+    plain = tiny_model("test_resnet", **MODULE_SWITCHES["backbone only"], label_smoothing=0.2).eval()
+    plain_output = plain(images(), labels=labels)
+    torch.testing.assert_close(plain_output.loss, smoothed(plain_output.logits, labels))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_label_smoothing_outside_zero_one_is_refused(value):
+    expected = f"`label_smoothing` must be in [0, 1) (0: no smoothing, 0.1 is common), got {value}."
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        tiny_config("test_resnet", label_smoothing=value)
 
 
 def test_backbone_only_loss_is_plain_cross_entropy_of_a_pooled_linear_head():
