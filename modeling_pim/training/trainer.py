@@ -1,25 +1,73 @@
 """Trainer pieces for PIM: loss-part logging, per-head gathering and the metrics of the final head."""
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from transformers import EvalPrediction, Trainer
+from torch.utils.data import DataLoader
+from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers.trainer_utils import has_length
+from transformers.utils import logging
 
 from .metrics import classification_metrics, top_k_accuracy
 
 
+logger = logging.get_logger(__name__)
+
 LOSS_PARTS = ("loss_layers", "loss_selected", "loss_dropped", "loss_combiner")
+
+
+def check_training_arguments(args: TrainingArguments) -> None:
+    """
+    Refuses the `TrainingArguments` with which `Trainer` would not train or evaluate PIM with its own loss: Trainer
+    then takes the labels away from the model and computes a cross-entropy of `logits` only, or evaluates without
+    labels, and PIM's layer, token and combiner losses (or its accuracy) silently disappear.
+
+    Raises:
+        `ValueError`: `label_smoothing_factor` is not 0 (use `PimConfig.label_smoothing`, which smooths every
+        cross-entropy term of PIM's loss), or `label_names` is set to anything but `["labels"]`.
+    """
+    if args.label_smoothing_factor != 0:
+        raise ValueError(
+            f"label_smoothing_factor={args.label_smoothing_factor} makes Trainer replace PIM's loss by a smoothed "
+            "cross-entropy of the final logits only (the layer, token and combiner losses would vanish): set "
+            "PimConfig.label_smoothing instead (train_pim.py --label_smoothing), which smooths every cross-entropy "
+            "term of PIM's loss, and leave label_smoothing_factor at 0."
+        )
+    if args.label_names not in (None, ["labels"]):
+        raise ValueError(
+            f"label_names={args.label_names}: PIM's batches hold their class indices under 'labels', the argument "
+            "of PimForImageClassification.forward that computes the loss; with other names Trainer evaluates without "
+            "labels (no loss, no accuracy). Leave label_names unset."
+        )
 
 
 class PimTrainer(Trainer):
     """
-    A `Trainer` that also logs the unweighted parts of PIM's loss (`loss_layers`, `loss_selected`, `loss_dropped`,
-    `loss_combiner`), averaged over the optimizer steps since the last log and over processes.
+    A `Trainer` for [`PimForImageClassification`] that
+
+    - logs the unweighted parts of PIM's loss (`loss_layers`, `loss_selected`, `loss_dropped`, `loss_combiner`),
+      averaged over the optimizer steps since the last log, over the replicas of `nn.DataParallel` (which returns
+      one value per GPU) and over processes;
+    - always evaluates and predicts on every sample: `dataloader_drop_last` only applies to training;
+    - drops a last training batch of a single image (or, under `nn.DataParallel`, one that would give a GPU a
+      single image), which BatchNorm cannot train on ("Expected more than 1 value per channel when training").
+
+    Raises:
+        `ValueError`: from [`check_training_arguments`], or when a `compute_loss_func` is given: PIM computes its
+        loss in `forward(pixel_values, labels)`, and a `compute_loss_func` would replace it.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        check_training_arguments(self.args)
+        if self.compute_loss_func is not None:
+            raise ValueError(
+                "PimTrainer got a compute_loss_func: PIM computes its loss (layers, tokens, combiner) in "
+                "forward(pixel_values, labels), and Trainer would replace it by compute_loss_func(outputs, labels). "
+                "Change the loss through PimConfig (lambda_b, lambda_s, lambda_n, lambda_c, label_smoothing) instead."
+            )
         self._loss_part_sums: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
 
@@ -29,9 +77,49 @@ class PimTrainer(Trainer):
             for name in LOSS_PARTS:
                 part = outputs.get(name)
                 if part is not None:
-                    self._loss_part_sums[name] = self._loss_part_sums.get(name, 0) + part.detach().float()
+                    part = part.detach().float().mean()  # nn.DataParallel gathers one value per GPU
+                    self._loss_part_sums[name] = self._loss_part_sums.get(name, 0) + part
             self._loss_part_count += 1
         return (loss, outputs) if return_outputs else loss
+
+    @contextlib.contextmanager
+    def _drop_last(self, drop_last: bool) -> Iterator[None]:
+        """Builds a data loader with `drop_last`, whatever `args.dataloader_drop_last` says."""
+        flag = self.args.dataloader_drop_last
+        self.args.dataloader_drop_last = drop_last
+        try:
+            yield
+        finally:
+            self.args.dataloader_drop_last = flag
+
+    def _last_training_batch_gives_a_replica_one_image(self) -> bool:
+        """Whether an epoch ends with a batch of which a process or a DataParallel replica would get 1 image."""
+        if not has_length(self.train_dataset) or (self.args.world_size > 1 and self.accelerator.even_batches):
+            return False  # with several processes, accelerate fills every last batch from the start of the epoch
+        remainder = len(self.train_dataset) % self._train_batch_size
+        if remainder == 0:
+            return False
+        replica_batches = torch.arange(remainder).chunk(max(1, self.args.n_gpu))  # how nn.DataParallel splits a batch
+        return min(len(batch) for batch in replica_batches) == 1
+
+    def get_train_dataloader(self) -> DataLoader:
+        drop_single = not self.args.dataloader_drop_last and self._last_training_batch_gives_a_replica_one_image()
+        if drop_single:
+            logger.warning(
+                f"The {len(self.train_dataset)} training images in batches of {self._train_batch_size} end each epoch "
+                "with a batch that gives a GPU or process a single image, on which BatchNorm cannot train: that last "
+                "batch is dropped (different images each epoch, as training batches are shuffled)."
+            )
+        with self._drop_last(self.args.dataloader_drop_last or drop_single):
+            return super().get_train_dataloader()
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        with self._drop_last(False):
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        with self._drop_last(False):
+            return super().get_test_dataloader(test_dataset)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_part_count:
@@ -74,4 +162,4 @@ def build_compute_metrics(top_k: int = 5) -> Callable[[EvalPrediction], dict[str
     return compute_metrics
 
 
-__all__ = ["LOSS_PARTS", "PimTrainer", "build_compute_metrics", "stack_heads"]
+__all__ = ["LOSS_PARTS", "PimTrainer", "build_compute_metrics", "check_training_arguments", "stack_heads"]
