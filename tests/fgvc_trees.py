@@ -184,3 +184,37 @@ def make_image_folders(
             for index in range(images_per_class):
                 _save(_image(label, index, size), root / split / name / f"{name}_{index}.jpg", None)
     return root
+
+
+def make_hub_parquet_dataset(
+    root: str | Path,
+    class_names: tuple[str, ...] = FOLDER_CLASS_NAMES,
+    images_per_class: dict[str, int] | None = None,
+    unlabeled_splits: tuple[str, ...] = ("test",),
+    size: int = 40,
+) -> Path:
+    """
+    Writes `root` as `Dataset.push_to_hub` writes a dataset repository: `data/<split>-00000-of-00001.parquet` shards
+    with an `image` column (`datasets.Image`, the JPEG bytes embedded as `embed_external_files=True` does) and a
+    `label` column (`datasets.ClassLabel` of `class_names`), and a README whose `configs` list the shards per split.
+    `images_per_class` gives each split's images per class (default: train 3, validation 2, test 2); the splits of
+    `unlabeled_splits` have the label -1 (hidden test labels). Returns `root`, which `datasets.load_dataset` reads.
+    """
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+    from datasets.table import embed_table_storage
+
+    root = Path(root)
+    images_per_class = images_per_class or {"train": 3, "validation": 2, "test": 2}
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=list(class_names))})
+    for split, count in images_per_class.items():
+        sources = make_image_folders(root.parent / f"{root.name}_sources", (split,), class_names, count, size)
+        paths = [str(path) for name in class_names for path in sorted((sources / split / name).glob("*.jpg"))]
+        labels = [-1 if split in unlabeled_splits else label for label in range(len(class_names)) for _ in range(count)]
+        dataset = Dataset.from_dict({"image": paths, "label": labels}, features=features)
+        dataset = dataset.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        dataset.with_format(None).to_parquet(root / "data" / f"{split}-00000-of-00001.parquet")
+    data_files = "".join(f"  - split: {split}\n    path: data/{split}-*\n" for split in images_per_class)
+    (root / "README.md").write_text(f"---\nconfigs:\n- config_name: default\n  data_files:\n{data_files}---\n")
+    return root

@@ -1,6 +1,7 @@
 """Tests of `modeling_pim.data.fgvc_datasets` on miniature archives written by `fgvc_trees`."""
 
 import logging
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +75,12 @@ def test_cub200_skips_and_reports_unreadable_images(cub_dir, datasets_cache, cap
     ]
     with caplog.at_level(logging.WARNING):
         dataset = load_cub200(cub_dir, cache_dir=datasets_cache)
-    assert dataset.skipped_images == bad
-    assert "Skipped 2 unreadable images" in caplog.text and all(path in caplog.text for path in bad)
+    assert [(image.path, image.split, image.label) for image in dataset.skipped_images] == [
+        (bad[0], "train", "Black footed Albatross"),
+        (bad[1], "test", "Laysan Albatross"),
+    ]
+    assert all(image.reason.startswith(("UnidentifiedImageError: ", "OSError: ")) for image in dataset.skipped_images)
+    assert "Skipped 2 unreadable images of CUB-200-2011 at" in caplog.text
     assert not set(bad) & set(image_paths(dataset["train"]) + image_paths(dataset["test"]))
 
 
@@ -88,7 +93,7 @@ def test_cub200_without_the_scan_keeps_every_listed_image(cub_dir, datasets_cach
 def test_missing_image_is_skipped_or_an_error(cub_dir, datasets_cache):
     missing = cub_dir / "images" / "002.Laysan_Albatross" / "Laysan_Albatross_0001.jpg"
     missing.unlink()
-    assert str(missing) in load_cub200(cub_dir, cache_dir=datasets_cache).skipped_images
+    assert str(missing) in [image.path for image in load_cub200(cub_dir, cache_dir=datasets_cache).skipped_images]
     with pytest.raises(ValueError, match="do not exist.*Laysan_Albatross_0001.jpg"):
         load_cub200(cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
 
@@ -149,7 +154,7 @@ def test_nabirds_sparse_class_ids(nabirds_dir, datasets_cache):
 
 def test_nabirds_skips_unreadable_images(tmp_path, datasets_cache):
     dataset = load_nabirds(make_nabirds_tree(tmp_path, with_bad_files=True), cache_dir=datasets_cache)
-    assert [Path(path).name for path in dataset.skipped_images] == ["corrupt.jpg"]
+    assert [Path(image.path).name for image in dataset.skipped_images] == ["corrupt.jpg"]
     assert dataset["train"].num_rows == 6
 
 
@@ -170,17 +175,37 @@ def test_image_folders(image_folders, datasets_cache):
         assert_colors_match_labels(split)
 
 
-def test_image_folders_class_mismatch(tmp_path):
+def test_image_folders_test_class_without_training_folder_is_refused(tmp_path):
     make_image_folders(tmp_path, splits=("train",))
     make_image_folders(tmp_path, splits=("test",), class_names=("Acadian Flycatcher", "Barn Swallow", "Blue Jay"))
     with pytest.raises(ValueError) as error:
         load_image_folders(tmp_path / "train", test_dir=tmp_path / "test")
-    message = str(error.value)
-    assert str(tmp_path / "train") in message and str(tmp_path / "test") in message
-    assert "'Cape May Warbler'" in message and "'Blue Jay'" in message
+    assert str(error.value) == (
+        f"The class folders 'Blue Jay' of test_dir={str(tmp_path / 'test')!r} are not class folders of "
+        f"train_dir={str(tmp_path / 'train')!r}: a class the model is not trained on can never be predicted. Add its "
+        "training images, or remove the folders (folder names are compared after Unicode NFC normalisation)."
+    )
 
 
-def test_image_folders_empty_class_folder(image_folders):
+def test_image_folders_test_covering_some_classes_maps_them_by_name(tmp_path, datasets_cache):
+    make_image_folders(tmp_path, splits=("train",))
+    make_image_folders(tmp_path, splits=("test",), class_names=("Barn Swallow",), images_per_class=2)
+    (tmp_path / "test" / "Cape May Warbler").mkdir()  # an empty class folder: the class has no test images
+    dataset = load_image_folders(tmp_path / "train", test_dir=tmp_path / "test", cache_dir=datasets_cache)
+    assert dataset["test"].features["label"].names == list(FOLDER_CLASS_NAMES)
+    assert list(dataset["test"]["label"]) == [1, 1]
+
+
+def test_image_folders_match_class_names_after_nfc_normalisation(tmp_path, datasets_cache):
+    nfc, nfd = unicodedata.normalize("NFC", "café crème"), unicodedata.normalize("NFD", "café crème")
+    make_image_folders(tmp_path, splits=("train",), class_names=(nfc, "thé"), images_per_class=1)
+    make_image_folders(tmp_path, splits=("test",), class_names=(nfd,), images_per_class=1)  # as macOS may write it
+    dataset = load_image_folders(tmp_path / "train", test_dir=tmp_path / "test", cache_dir=datasets_cache)
+    assert dataset["train"].features["label"].names == [nfc, "thé"]
+    assert list(dataset["test"]["label"]) == [0]
+
+
+def test_image_folders_empty_training_class_folder(image_folders):
     (image_folders / "train" / "Dark-eyed Junco").mkdir()
     with pytest.raises(ValueError, match=f"Class folder {image_folders / 'train' / 'Dark-eyed Junco'} contains no"):
         load_image_folders(image_folders / "train")
@@ -238,7 +263,7 @@ def test_split_validation_needs_class_label():
 
 def hub_like(monkeypatch, dataset_dict: DatasetDict) -> None:
     """Makes `load_hub_dataset` receive `dataset_dict` from `load_dataset`, offline."""
-    monkeypatch.setattr(fgvc_datasets, "load_dataset", lambda name, **kwargs: dataset_dict)
+    monkeypatch.setattr(fgvc_datasets, "load_dataset", lambda path, **kwargs: dataset_dict)
 
 
 def test_load_hub_dataset_renames_columns(monkeypatch):

@@ -12,9 +12,11 @@ truncated file is reported and dropped before training rather than crashing it.
 import glob
 import os
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,22 +47,44 @@ IMAGE_COLUMN_CANDIDATES = ("image", "img", "images", "picture", "photo")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "class", "category", "target")
 
 
+@dataclass(frozen=True)
+class SkippedImage:
+    """
+    An image listed by a dataset but left out because it is missing or cannot be decoded.
+
+    Attributes:
+        path (`str`): its absolute path.
+        split (`str`): the split that listed it ("train", "validation", "test").
+        label (`str`): the name of its class.
+        reason (`str`): why it cannot be used (the decoding error, e.g. `"UnidentifiedImageError: cannot identify
+            image file ..."`).
+    """
+
+    path: str
+    split: str
+    label: str
+    reason: str
+
+
 class FgvcDatasetDict(DatasetDict):
     """
     A `DatasetDict` whose splits have an `image` column (`datasets.Image`, decoded lazily into a `PIL.Image.Image`)
     and a `label` column (`datasets.ClassLabel`, the same class names in every split), returned by the local loaders
-    of this module together with the report of their load-time image scan.
+    of this module together with where it was read from and the report of their load-time image scan.
 
     Attributes:
-        skipped_images (`list[str]`):
-            Absolute paths of the images that were listed by the dataset but dropped because they are missing or
-            cannot be decoded (in listing order, all splits together). Empty when every image is readable or when the
-            scan was disabled with `skip_unreadable=False`. Operations that build a new dict (`map`, `filter`, ...)
-            return a plain `DatasetDict` without this report.
+        source (`str`):
+            What was loaded, for reports (e.g. `"CUB-200-2011 at /data/CUB_200_2011"`).
+        skipped_images (`list[SkippedImage]`):
+            The images that were listed by the dataset but dropped because they are missing or cannot be decoded (in
+            listing order, all splits together). Empty when every image is readable or when the scan was disabled
+            with `skip_unreadable=False`. Operations that build a new dict (`map`, `filter`, ...) return a plain
+            `DatasetDict` without this report.
     """
 
-    def __init__(self, *args, skipped_images: Sequence[str] = (), **kwargs):
+    def __init__(self, *args, source: str = "", skipped_images: Sequence[SkippedImage] = (), **kwargs):
         super().__init__(*args, **kwargs)
+        self.source = source
         self.skipped_images = list(skipped_images)
 
 
@@ -232,28 +256,37 @@ def _cub200_class_name(name: str) -> str:
     return re.sub(r"^\d+\.", "", name).replace("_", " ").strip()
 
 
-def _scan_class_folders(directory: Path, argument: str) -> dict[str, list[str]]:
+def _scan_class_folders(directory: Path, argument: str, allow_empty: bool = False) -> dict[str, list[str]]:
     """
-    Maps each class folder name of `directory` to its image files ([`find_image_files`]: recursive, sorted, hidden
-    entries skipped, links followed); what is not an image of a class folder is logged.
+    Maps the name of each class folder of `directory`, in Unicode NFC (so that the NFD names macOS may write match),
+    to its image files ([`find_image_files`]: recursive, sorted, hidden entries skipped, links followed); what is not
+    an image of a class folder is logged. A class folder without images is an error unless `allow_empty` (then its
+    list is empty: a validation or test folder may lack some classes).
     """
     if not directory.is_dir():
         raise ValueError(f"{argument}={str(directory)!r} is not a directory: expected {IMAGE_FOLDERS_LAYOUT}.")
     files = find_image_files(directory)
-    classes = {
-        entry.name: []
-        for entry in sorted(directory.iterdir())
-        if not entry.name.startswith(".") and entry.is_dir() and Path(entry.name) not in files.symlink_loops
-    }
+    class_of_folder = {}
+    for entry in sorted(directory.iterdir()):
+        if entry.name.startswith(".") or not entry.is_dir() or Path(entry.name) in files.symlink_loops:
+            continue
+        name = unicodedata.normalize("NFC", entry.name)
+        if name in class_of_folder.values():
+            raise ValueError(
+                f"{argument}={str(directory)!r} has two class folders named {name!r} (one in Unicode NFC, one in NFD "
+                "form, as macOS may write it): merge them into one folder."
+            )
+        class_of_folder[entry.name] = name
+    classes = {name: [] for name in class_of_folder.values()}
     loose_images = [path.as_posix() for path in files.images if len(path.parts) == 1]
     for path in files.images:
         if len(path.parts) > 1:
-            classes[path.parts[0]].append(str(directory / path))
-    for name, images in classes.items():
-        if not images:
-            hint = " (a macOS archive metadata folder: delete it)" if name == "__MACOSX" else ""
+            classes[class_of_folder[path.parts[0]]].append(str(directory / path))
+    for folder, name in class_of_folder.items():
+        if not classes[name] and not allow_empty:
+            hint = " (a macOS archive metadata folder: delete it)" if folder == "__MACOSX" else ""
             raise ValueError(
-                f"Class folder {directory / name}{hint} contains no image files (extensions "
+                f"Class folder {directory / folder}{hint} contains no image files (extensions "
                 f"{', '.join(sorted(image_extensions()))}): every class folder of {argument}={str(directory)!r} "
                 "needs at least one image; remove the folder or add its images."
             )
@@ -298,11 +331,15 @@ def _build_dataset_dict(
                 f"{len(missing)} images listed by {source} do not exist: {_examples(missing)}. Restore them or load "
                 "with skip_unreadable=True to skip them."
             )
-    skipped = [path for path in all_paths if path in errors]
+    skipped = [
+        SkippedImage(path, split, class_names[label], errors[path])
+        for split, (paths, labels) in splits.items()
+        for path, label in zip(paths, labels, strict=True)
+        if path in errors
+    ]
     if skipped:
         logger.warning(
-            f"Skipped {len(skipped)} unreadable images of {source}: "
-            + "; ".join(f"{path} ({errors[path]})" for path in skipped)
+            f"Skipped {len(skipped)} unreadable images of {source} (listed with the reasons in the data report)."
         )
 
     kept = {}
@@ -319,7 +356,7 @@ def _build_dataset_dict(
         cache_dir=None if cache_dir is None else os.fspath(cache_dir),
     )
     class_label = ClassLabel(names=class_names)
-    dataset_dict = FgvcDatasetDict(skipped_images=skipped)
+    dataset_dict = FgvcDatasetDict(source=source, skipped_images=skipped)
     for split, label_of_path in kept.items():
         dataset = loaded[split]
         loaded_paths = [image["path"] for image in dataset.data.column("image").to_pylist()]
@@ -425,12 +462,14 @@ def load_image_folders(
             Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
 
     Returns:
-        [`FgvcDatasetDict`]: one split per given folder; class names are the folder names, sorted, labels 0..K-1 in
-        that order.
+        [`FgvcDatasetDict`]: one split per given folder. The classes are the class folders of `train_dir`, named after
+        their folders in Unicode NFC, sorted, labels 0..K-1 in that order; the class folders of the other splits are
+        matched to them by name (after NFC normalisation) and may cover only some of them (a missing or empty folder:
+        the class has no images in that split).
 
     Raises:
-        `ValueError`: a folder is missing or has no class folders, a class folder has no images, or the class folders
-        of a split differ from those of `train_dir`.
+        `ValueError`: a folder is missing or has no class folders, a class folder of `train_dir` has no images, or a
+        class folder of another split has no counterpart in `train_dir`.
     """
     arguments = {"train": ("train_dir", train_dir), "validation": ("validation_dir", validation_dir)}
     arguments["test"] = ("test_dir", test_dir)
@@ -439,20 +478,21 @@ def load_image_folders(
         for split, (argument, directory) in arguments.items()
         if directory is not None
     }
-    files = {split: _scan_class_folders(directory, argument) for split, (argument, directory) in directories.items()}
+    files = {
+        split: _scan_class_folders(directory, argument, allow_empty=split != "train")
+        for split, (argument, directory) in directories.items()
+    }
     class_names = sorted(files["train"])
     train_directory = directories["train"][1]
     for split, classes in files.items():
-        only_in_train = set(class_names) - set(classes)
-        only_in_split = set(classes) - set(class_names)
-        if only_in_train or only_in_split:
+        unknown = set(classes) - set(class_names)
+        if unknown:
             argument, directory = directories[split]
-            problems = [f"missing from {directory}: {_examples(only_in_train)}"] if only_in_train else []
-            problems += [f"missing from {train_directory}: {_examples(only_in_split)}"] if only_in_split else []
             raise ValueError(
-                f"The class folders of {argument}={str(directory)!r} differ from those of "
-                f"train_dir={str(train_directory)!r} ({'; '.join(problems)}). Every split needs the same class "
-                "folders."
+                f"The class folders {_examples(unknown)} of {argument}={str(directory)!r} are not class folders of "
+                f"train_dir={str(train_directory)!r}: a class the model is not trained on can never be predicted. "
+                "Add its training images, or remove the folders (folder names are compared after Unicode NFC "
+                "normalisation)."
             )
     label_of_class = {name: label for label, name in enumerate(class_names)}
     splits = {
@@ -462,7 +502,7 @@ def load_image_folders(
         )
         for split, classes in files.items()
     }
-    source = "the image folders " + ", ".join(str(directory) for _, directory in directories.values())
+    source = "the image folders " + ", ".join(f"{argument}={directory}" for argument, directory in directories.values())
     return _build_dataset_dict(splits, class_names, source, skip_unreadable, num_workers, cache_dir)
 
 
@@ -524,27 +564,35 @@ def _standardize_columns(
     values = {value for dataset in standardized.values() for value in dataset.unique("label")}
     if all(isinstance(value, str) for value in values):
         class_label = ClassLabel(names=sorted(values))
-    elif all(isinstance(value, (int, np.integer)) and value >= 0 for value in values):
+    elif all(isinstance(value, (int, np.integer)) and value >= -1 for value in values) and max(values) >= 0:
         class_label = ClassLabel(names=[str(label) for label in range(max(values) + 1)])
     else:
         raise ValueError(
             f"Column {label_column!r} holds {_examples(map(repr, values))}: expected class names or non-negative "
-            "integer labels."
+            "integer labels (-1 for an image without a label)."
         )
     return DatasetDict({split: dataset.cast_column("label", class_label) for split, dataset in standardized.items()})
 
 
 def load_hub_dataset(
-    name: str, image_column: str | None = None, label_column: str | None = None, **kwargs
-) -> DatasetDict:
+    path: str,
+    name: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    **kwargs,
+) -> FgvcDatasetDict:
     """
-    Loads an image classification dataset of the Hugging Face Hub (or any `datasets.load_dataset` source) with its
-    image and label columns renamed to `image` and `label` (e.g. from `img` and `fine_label`) and its other columns
-    dropped. `label` becomes a `ClassLabel` when it is a string or integer column.
+    Loads an image classification dataset of the Hugging Face Hub (or any `datasets.load_dataset` source, such as a
+    local folder of the parquet shards `Dataset.push_to_hub` writes) with its image and label columns renamed to
+    `image` and `label` (e.g. from `img` and `fine_label`) and its other columns dropped. `label` becomes a
+    `ClassLabel` when it is a string or integer column. A label of -1 marks an image without a label, as in the test
+    split of datasets whose test labels are hidden.
 
     Args:
-        name (`str`):
+        path (`str`):
             Dataset id or path for `datasets.load_dataset`.
+        name (`str`, *optional*):
+            The dataset's configuration, if it has several.
         image_column (`str`, *optional*):
             The image column; by default the only `datasets.Image` column, else the first of
             `IMAGE_COLUMN_CANDIDATES`.
@@ -552,19 +600,21 @@ def load_hub_dataset(
             The label column; by default the only `ClassLabel` column, else the first of `LABEL_COLUMN_CANDIDATES`
             (so CIFAR-100's `fine_label` wins over `coarse_label`).
         kwargs:
-            Passed to `datasets.load_dataset` (e.g. `name=` for a configuration, `revision=`, `cache_dir=`). All
-            splits are loaded: `split` and `streaming` are not supported.
+            Passed to `datasets.load_dataset` (e.g. `revision=`, `cache_dir=`). All splits are loaded: `split` and
+            `streaming` are not supported.
 
     Returns:
-        `datasets.DatasetDict`: the dataset's splits. The images are not scanned for decoding errors.
+        [`FgvcDatasetDict`]: the dataset's splits. The images are not scanned for decoding errors.
     """
     for unsupported in ("split", "streaming"):
         if kwargs.get(unsupported):
             raise ValueError(
-                f"load_hub_dataset loads every split of {name!r} into a DatasetDict: {unsupported}= is not supported; "
+                f"load_hub_dataset loads every split of {path!r} into a DatasetDict: {unsupported}= is not supported; "
                 "pick a split from the result instead."
             )
-    return _standardize_columns(load_dataset(name, **kwargs), image_column, label_column)
+    dataset_dict = _standardize_columns(load_dataset(path, name=name, **kwargs), image_column, label_column)
+    source = f"the dataset {path!r}" + (f" (configuration {name!r})" if name else "") + " read by datasets.load_dataset"
+    return FgvcDatasetDict(dataset_dict, source=source)
 
 
 def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Dataset, Dataset]:
@@ -618,6 +668,7 @@ def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Da
 
 __all__ = [
     "FgvcDatasetDict",
+    "SkippedImage",
     "find_unreadable_images",
     "load_cub200",
     "load_hub_dataset",
