@@ -8,33 +8,93 @@ Train PIM (Chou et al., arXiv 2202.03822) with `transformers.Trainer`.
 The optional first argument is a recipe (YAML) whose keys are the flags below; flags given after it override it.
 """
 
+import argparse
 import dataclasses
 import json
 import logging
 import re
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.compute
 import timm
 import transformers
 import yaml
+from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
+from transformers.training_args import ParallelMode
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim.data.fgvc_datasets import load_cub200, load_hub_dataset, load_image_folders, load_nabirds, split_validation
+from modeling_pim.data.fgvc_datasets import (
+    FgvcDatasetDict,
+    load_cub200,
+    load_hub_dataset,
+    load_image_folders,
+    load_nabirds,
+    split_validation,
+)
+from modeling_pim.data.report import build_data_report, check_data_report, is_unlabeled, log_data_report
 from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
 from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
 from modeling_pim.hub.widget import save_test_example
-from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, stack_heads
+from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, check_training_arguments, stack_heads
 from modeling_pim.training.transfer import load_for_labels
-from modeling_pim.utils.cli import run_command
+from modeling_pim.utils.cli import UserInputError, check_output_directory, run_command
 
 
 logger = logging.getLogger(__name__)
 DATASETS = ("cub200", "nabirds", "folders", "hub", "synthetic")
+# The flags that say where the data of each `--dataset` is; a flag of another dataset is refused.
+DATA_SOURCE_FLAGS = {
+    "cub200": ("data_dir",),
+    "nabirds": ("data_dir",),
+    "folders": ("train_dir", "validation_dir", "test_dir"),
+    "hub": ("dataset_name", "dataset_config_name", "image_column_name", "label_column_name"),
+    "synthetic": ("synthetic_num_classes", "synthetic_train_per_class", "synthetic_dir"),
+}
+# The two ways to get validation data: given on the command line, either replaces the recipe's other one.
+VALIDATION_SOURCE_FLAGS = ("validation_dir", "validation_split_percentage")
+DATA_REPORT_FILENAME = "data_report.json"
+TEST_PREDICTIONS_FILENAME = "test_predictions.csv"
+
+USAGE = "train_pim.py [RECIPE.yaml] [--flag VALUE ...]"
+DESCRIPTION = """\
+Train PIM (Chou et al., arXiv 2202.03822) with transformers.Trainer.
+
+RECIPE.yaml (optional, first): a recipe from configuration/ or your own, whose keys are the flags below; flags
+given after it override it, and `key: null` in a recipe means the flag's default. Flags that say where the data is
+(--train_dir, --dataset_name, ...) select their --dataset whatever the recipe says.
+
+  python train_pim.py configuration/cub200_swin_large_384.yaml --data_dir /data/CUB_200_2011
+  python train_pim.py configuration/demo_cpu.yaml --train_dir D/train --validation_dir D/val --test_dir D/test
+  accelerate launch --multi_gpu train_pim.py configuration/nabirds_swin_large_384.yaml --data_dir /data/nabirds
+
+Common flags:
+  --dataset {cub200,nabirds,folders,hub,synthetic}
+  --data_dir DIR               the unpacked CUB_200_2011 or nabirds archive (cub200, nabirds)
+  --train_dir, --validation_dir, --test_dir DIR
+                               one sub-folder of images per class (folders)
+  --dataset_name ID_OR_PATH    a Hub image-classification dataset (hub)
+  --validation_split_percentage P
+                               hold out P % of the training images for model selection
+  --backbone NAME              any timm model; --backbone_pretrained true|false, --backbone_weights FILE
+  --model_name_or_path DIR     fine-tune a PIM checkpoint
+  --image_size N, --label_smoothing EPS
+  --output_dir DIR, --num_train_epochs N, --per_device_train_batch_size N, --learning_rate LR,
+  --eval_strategy no|epoch|steps, --bf16 true, --resume_from_checkpoint DIR
+
+Before training, the run logs and writes OUTPUT_DIR/data_report.json (images and classes per split, skipped files).
+
+All flags: every PimConfig field, the model and data flags, then transformers.TrainingArguments."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each flag's help, and the description as written."""
 
 
 def _config_field_help() -> dict[str, str]:
@@ -49,7 +109,7 @@ def _model_argument_fields() -> list[tuple[str, Any, Any]]:
     for name, annotation in PimConfig.__annotations__.items():
         default = getattr(PimConfig, name)
         if name == "backbone_kwargs":
-            annotation, default = str | None, None
+            annotation, default = dict | str | None, None
             help_text = help_texts[name] + " On the command line: a JSON object."
         elif isinstance(default, tuple):
             annotation, default = list[int], field(default_factory=lambda value=default: list(value))
@@ -99,16 +159,31 @@ class DataTrainingArguments:
         metadata={
             "help": "cub200 / nabirds: the official archive in --data_dir; folders: --train_dir/--validation_dir/"
             "--test_dir with one sub-folder per class; hub: --dataset_name; synthetic: the generated fine-grained "
-            "demo set.",
+            "demo set. Given on the command line, the flags of one source select it.",
             "choices": DATASETS,
         },
     )
     data_dir: str | None = field(default=None, metadata={"help": "The unpacked CUB_200_2011 or nabirds folder."})
     train_dir: str | None = field(default=None, metadata={"help": "Training images, <class>/<image> (folders)."})
-    validation_dir: str | None = field(default=None, metadata={"help": "Validation images (folders)."})
-    test_dir: str | None = field(default=None, metadata={"help": "Test images (folders)."})
-    dataset_name: str | None = field(default=None, metadata={"help": "A Hub image-classification dataset id."})
+    validation_dir: str | None = field(
+        default=None,
+        metadata={"help": "Validation images (folders); its class folders may be some of train_dir's, by name."},
+    )
+    test_dir: str | None = field(
+        default=None, metadata={"help": "Test images (folders); its class folders may be some of train_dir's, by name."}
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "A Hub image-classification dataset id, or a local folder datasets.load_dataset reads."},
+    )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, if any."})
+    image_column_name: str | None = field(
+        default=None, metadata={"help": "Its image column (default: the only Image column, else 'image', 'img', ...)."}
+    )
+    label_column_name: str | None = field(
+        default=None,
+        metadata={"help": "Its label column (default: the only ClassLabel column, else 'label', 'labels', ...)."},
+    )
     validation_split_percentage: float = field(
         default=0.0,
         metadata={
@@ -136,62 +211,286 @@ class DataTrainingArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation sets (debugging)."})
 
+    def __post_init__(self):
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset={self.dataset!r} is not one of {', '.join(DATASETS)}.")
+        if not 0 <= self.validation_split_percentage < 100:
+            raise ValueError(
+                f"validation_split_percentage={self.validation_split_percentage} must be in [0, 100) (0: no hold-out)."
+            )
+
+
+ARGUMENT_CLASSES = (PimArguments, ModelArguments, DataTrainingArguments, TrainingArguments)
+
+
+def build_parser() -> HfArgumentParser:
+    """The parser of every flag, whose `--help` starts with the recipe usage and the common flags."""
+    return HfArgumentParser(
+        ARGUMENT_CLASSES, prog="train_pim.py", usage=USAGE, description=DESCRIPTION, formatter_class=HelpFormatter
+    )
+
+
+def _checked_type(annotation: Any) -> type | None:
+    """`bool`, `int`, `float` or `list` for a field annotated so (or `Optional`), else `None` (not checked)."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [member for member in typing.get_args(annotation) if member is not type(None)]
+        if len(members) != 1:
+            return None
+        annotation = members[0]
+    if annotation in (bool, int, float):
+        return annotation
+    return list if typing.get_origin(annotation) is list else None
+
+
+def _has_type(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def read_recipe(path: Path) -> dict[str, Any]:
+    """
+    The values of a recipe (YAML mapping of flag names to values), `null` values left out so that they mean the
+    flag's default.
+
+    Raises:
+        [`UserInputError`]: the file is missing, not a mapping, has a key that is not a flag, or a value of the wrong
+        type (e.g. `learning_rate: 5e-4`, which YAML reads as text).
+    """
+    if not path.is_file():
+        raise UserInputError(f"recipe {str(path)!r} does not exist: see the configuration/ folder for examples.")
+    values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(values, dict):
+        raise UserInputError(f"recipe {str(path)!r} is not a YAML mapping of flag names to values.")
+    annotations = {name: hint for cls in ARGUMENT_CLASSES for name, hint in typing.get_type_hints(cls).items()}
+    known = {field.name for cls in ARGUMENT_CLASSES for field in dataclasses.fields(cls) if field.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserInputError(f"{path}: unknown keys {unknown}; every key must be a flag of train_pim.py (--help).")
+    values = {key: value for key, value in values.items() if value is not None}
+    for key, value in values.items():
+        expected = _checked_type(annotations[key])
+        if expected is not None and not _has_type(value, expected):
+            hint = ""
+            if expected is float:
+                hint = " (YAML reads a number without a dot, such as 5e-4, as text: write 5.0e-4)"
+            raise UserInputError(f"{path}: `{key}: {value!r}` is not a {expected.__name__}{hint}.")
+    return values
+
+
+def _given_flags(parser: HfArgumentParser, argv: list[str]) -> dict[str, Any]:
+    """The flags given in `argv`, typed by the parser (a flag left out is absent, not its default)."""
+    parser.parse_args(argv)  # --help, and errors about the flags themselves, as argparse reports them
+    not_given = object()
+    names = [field.name for cls in ARGUMENT_CLASSES for field in dataclasses.fields(cls) if field.init]
+    parser.set_defaults(**dict.fromkeys(names, not_given))
+    return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not not_given}
+
+
+def _select_data(recipe: dict[str, Any], flags: dict[str, Any], recipe_path: Path | None) -> dict[str, Any]:
+    """
+    Recipe values overridden by the command-line flags, with the data the command line asks for: data-source flags
+    given on the command line select their `--dataset` (and drop the recipe's keys of another source), a validation
+    source given on the command line replaces the recipe's other one, and a data-source flag of another dataset than
+    the one used is refused.
+    """
+    default = DataTrainingArguments.dataset
+    recipe_dataset = recipe.get("dataset", default)
+    dataset = flags.get("dataset")
+    if dataset is None:
+        if "data_dir" in flags and recipe_dataset not in ("cub200", "nabirds"):
+            raise UserInputError(
+                "--data_dir is the unpacked archive of --dataset cub200 or --dataset nabirds: add --dataset cub200 "
+                "or --dataset nabirds (class folders: --train_dir, --validation_dir, --test_dir)."
+            )
+        implied = {
+            name
+            for name, source_flags in DATA_SOURCE_FLAGS.items()
+            if name not in ("cub200", "nabirds") and flags.keys() & set(source_flags)
+        }
+        if len(implied) > 1:
+            given = sorted(flag for name in implied for flag in DATA_SOURCE_FLAGS[name] if flag in flags)
+            raise UserInputError(
+                f"--{', --'.join(given)} are flags of different data sources ({', '.join(sorted(implied))}): give "
+                "the flags of one, and --dataset."
+            )
+        dataset = implied.pop() if implied else recipe_dataset
+    values = {**recipe, **flags, "dataset": dataset}
+    for key, other in (VALIDATION_SOURCE_FLAGS, VALIDATION_SOURCE_FLAGS[::-1]):
+        if key in flags and other not in flags:
+            values.pop(other, None)
+    if dataset != recipe_dataset and recipe_path is not None:
+        unused = sorted(
+            key for key in recipe if key not in flags and key in DATA_SOURCE_FLAGS[recipe_dataset]
+        )
+        for key in unused:
+            values.pop(key)
+        logger.warning(
+            f"Data: --dataset {dataset} (selected on the command line) instead of the recipe's dataset: "
+            f"{recipe_dataset}" + (f"; not used from the recipe: {', '.join(unused)}." if unused else ".")
+        )
+    for key in values:
+        owners = [name for name, source_flags in DATA_SOURCE_FLAGS.items() if key in source_flags]
+        if owners and dataset not in owners:
+            where = f"recipe {recipe_path}" if key in recipe and key not in flags else "command line"
+            raise UserInputError(
+                f"--{key} (from the {where}) is a flag of --dataset {' or '.join(owners)}, but this run uses "
+                f"--dataset {dataset}: remove --{key}, or use --dataset {owners[0]}."
+            )
+    return values
+
 
 def parse_arguments(argv: list[str]) -> tuple:
-    """Recipe (YAML) first if given, then command-line flags overriding it."""
-    argument_classes = (PimArguments, ModelArguments, DataTrainingArguments, TrainingArguments)
-    parser = HfArgumentParser(argument_classes)
+    """
+    Recipe (YAML) first if given, then command-line flags overriding it, built into the argument dataclasses with
+    `HfArgumentParser.parse_dict`.
+
+    Raises:
+        [`UserInputError`]: a bad recipe, contradictory data flags, or values the argument dataclasses refuse.
+    """
+    parser = build_parser()
+    recipe, recipe_path = {}, None
     if argv and argv[0].endswith((".yaml", ".yml")):
-        recipe = Path(argv[0])
-        if not recipe.is_file():
-            raise FileNotFoundError(f"Recipe {recipe} does not exist: see the configuration/ folder for examples.")
-        values = yaml.safe_load(recipe.read_text()) or {}
-        known = {field.name for cls in argument_classes for field in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{recipe}: unknown keys {unknown}; every key must be a flag of train_pim.py (--help).")
-        flags = []
-        for key, value in values.items():
-            if isinstance(value, dict):
-                value = json.dumps(value)
-            if isinstance(value, list):
-                flags += [f"--{key}", *map(str, value)]
-            else:
-                flags += [f"--{key}", str(value)]
-        argv = flags + argv[1:]
-    return parser.parse_args_into_dataclasses(args=argv)
+        recipe_path, argv = Path(argv[0]), argv[1:]
+        recipe = read_recipe(recipe_path)
+    values = _select_data(recipe, _given_flags(parser, argv), recipe_path)
+    try:
+        return parser.parse_dict(values)
+    except ValueError as error:  # the checks of the argument dataclasses (TrainingArguments, ...) on the values
+        raise UserInputError(str(error)) from error
 
 
-def load_data(data_args: DataTrainingArguments, seed: int):
-    """The splits as a DatasetDict with `image` and `label` columns; `validation` is carved from train if asked."""
-    if data_args.dataset == "cub200":
-        datasets = load_cub200(_required(data_args, "data_dir"), skip_unreadable=data_args.skip_unreadable)
-    elif data_args.dataset == "nabirds":
-        datasets = load_nabirds(_required(data_args, "data_dir"), skip_unreadable=data_args.skip_unreadable)
-    elif data_args.dataset == "hub":
-        datasets = load_hub_dataset(_required(data_args, "dataset_name"), name=data_args.dataset_config_name)
-    elif data_args.dataset == "synthetic":
-        root = generate_fine_grained_dataset(
-            data_args.synthetic_dir or default_cache_dir(),
-            num_classes=data_args.synthetic_num_classes,
-            train_per_class=data_args.synthetic_train_per_class,
-            validation_per_class=50,
-            test_per_class=50,
-            seed=0,
+def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainingArguments, training_args) -> None:
+    """
+    Refuses flags that would be ignored or would change the run silently, before any data is read; routes
+    `--label_smoothing_factor` into PIM's loss and sets what `train_pim.py` needs whatever the flags.
+    """
+    if model_args.backbone_weights:
+        if model_args.model_name_or_path:
+            raise UserInputError(
+                f"--backbone_weights {model_args.backbone_weights} is not used with --model_name_or_path, whose "
+                "checkpoint holds the backbone weights: remove --backbone_weights."
+            )
+        if not pim_args.backbone_pretrained:
+            raise UserInputError(
+                f"--backbone_weights {model_args.backbone_weights} would not be used: --backbone_pretrained is false "
+                "(random initial weights). Set --backbone_pretrained true to start from that file, or remove "
+                "--backbone_weights."
+            )
+        if not Path(model_args.backbone_weights).is_file():
+            raise UserInputError(f"--backbone_weights {model_args.backbone_weights}: no such file.")
+    smoothing = training_args.label_smoothing_factor
+    if smoothing:
+        if pim_args.label_smoothing not in (0, smoothing):
+            raise UserInputError(
+                f"--label_smoothing_factor {smoothing} and --label_smoothing {pim_args.label_smoothing} disagree: "
+                "give only --label_smoothing (PIM's loss)."
+            )
+        pim_args.label_smoothing, training_args.label_smoothing_factor = smoothing, 0.0
+        logger.info(
+            f"--label_smoothing_factor {smoothing} is applied inside PIM's loss, to every cross-entropy term "
+            "(--label_smoothing)."
         )
-        datasets = load_image_folders(root / "train", root / "validation", root / "test")
-    else:
-        datasets = load_image_folders(
-            _required(data_args, "train_dir"),
-            data_args.validation_dir,
-            data_args.test_dir,
-            skip_unreadable=data_args.skip_unreadable,
+    try:
+        check_training_arguments(training_args)
+    except ValueError as error:
+        raise UserInputError(str(error)) from error
+    # The transforms read the `image` column, which Trainer would otherwise remove as unused by the model.
+    training_args.remove_unused_columns = False
+    if training_args.n_gpu > 1 and training_args.parallel_mode == ParallelMode.NOT_DISTRIBUTED:
+        logger.warning(
+            f"Trainer spreads each batch over the {training_args.n_gpu} GPUs with torch.nn.DataParallel; "
+            f"`accelerate launch --multi_gpu --num_processes {training_args.n_gpu} train_pim.py ...` (one process "
+            "per GPU, DistributedDataParallel) is faster."
         )
+    if data_args.dataset != "hub":  # a Hub dataset's splits are only known once it is loaded
+        has_validation = (
+            data_args.validation_split_percentage > 0
+            or data_args.dataset == "synthetic"
+            or (data_args.dataset == "folders" and data_args.validation_dir is not None)
+        )
+        check_validation_data(has_validation, training_args)
+
+
+def check_validation_data(has_validation: bool, training_args: TrainingArguments) -> None:
+    """Refuses an evaluation strategy without validation data to evaluate on."""
+    if not has_validation and training_args.eval_strategy != "no":
+        raise UserInputError(
+            f"--eval_strategy {training_args.eval_strategy.value} evaluates on validation data during training, but "
+            "there is none: give --validation_dir DIR (class folders), or --validation_split_percentage 10 to hold "
+            "out 10 % of the training images, or set --eval_strategy no."
+        )
+
+
+def _required(data_args: DataTrainingArguments, name: str) -> str:
+    value = getattr(data_args, name)
+    if not value:
+        raise UserInputError(f"--dataset {data_args.dataset} needs --{name}.")
+    return value
+
+
+def _archive_dir(data_args: DataTrainingArguments) -> str:
+    data_dir = _required(data_args, "data_dir")
+    if not Path(data_dir).is_dir():
+        raise UserInputError(
+            f"--data_dir {data_dir} is not a directory: give the unpacked {data_args.dataset} archive with "
+            "--data_dir, or class folders with --train_dir, --validation_dir and --test_dir (--dataset folders)."
+        )
+    return data_dir
+
+
+def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
+    """
+    The splits with `image` and `label` columns, where they come from (`source`) and the skipped images; `validation`
+    is carved from train if asked. A split other than train, validation and test is left out (with a warning).
+
+    Raises:
+        [`UserInputError`]: missing data flags, or a dataset the loaders refuse (the loader's message).
+    """
+    try:
+        if data_args.dataset == "cub200":
+            datasets = load_cub200(_archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
+        elif data_args.dataset == "nabirds":
+            datasets = load_nabirds(_archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
+        elif data_args.dataset == "hub":
+            datasets = load_hub_dataset(
+                _required(data_args, "dataset_name"),
+                name=data_args.dataset_config_name,
+                image_column=data_args.image_column_name,
+                label_column=data_args.label_column_name,
+            )
+        elif data_args.dataset == "synthetic":
+            root = generate_fine_grained_dataset(
+                data_args.synthetic_dir or default_cache_dir(),
+                num_classes=data_args.synthetic_num_classes,
+                train_per_class=data_args.synthetic_train_per_class,
+                validation_per_class=50,
+                test_per_class=50,
+                seed=0,
+            )
+            datasets = load_image_folders(root / "train", root / "validation", root / "test")
+            datasets.source = f"the synthetic fine-grained demo set at {root}"
+        else:
+            datasets = load_image_folders(
+                _required(data_args, "train_dir"),
+                data_args.validation_dir,
+                data_args.test_dir,
+                skip_unreadable=data_args.skip_unreadable,
+            )
+    except ValueError as error:  # the loaders' messages name the file or folder and the layout expected
+        raise UserInputError(str(error)) from error
+    if "train" not in datasets:
+        raise UserInputError(f"{datasets.source} has no 'train' split (splits: {', '.join(datasets)}).")
+    for split in sorted(set(datasets) - {"train", "validation", "test"}):
+        logger.warning(f"The {split!r} split of {datasets.source} is not used (only train, validation and test are).")
+        del datasets[split]
     if data_args.validation_split_percentage > 0:
         if "validation" in datasets:
-            raise ValueError(
-                "validation_split_percentage carves a validation set from train, but the data already has one "
-                "(--validation_dir): use one or the other."
+            raise UserInputError(
+                "--validation_split_percentage carves a validation set from train, but the data already has one "
+                "(--validation_dir, or the dataset's validation split): use one or the other."
             )
         datasets["train"], datasets["validation"] = split_validation(
             datasets["train"], data_args.validation_split_percentage, seed
@@ -202,24 +501,27 @@ def load_data(data_args: DataTrainingArguments, seed: int):
     return datasets
 
 
-def _required(data_args: DataTrainingArguments, name: str) -> str:
-    value = getattr(data_args, name)
-    if not value:
-        raise ValueError(f"--dataset {data_args.dataset} needs --{name}.")
-    return value
-
-
 def build_model(pim_args, model_args: ModelArguments, label_names: list[str]) -> PimForImageClassification:
     labels = {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
     if model_args.model_name_or_path:
-        return load_for_labels(model_args.model_name_or_path, labels["id2label"])[0]
+        model = load_for_labels(model_args.model_name_or_path, labels["id2label"])[0]
+        if pim_args.label_smoothing:
+            model.config.label_smoothing = pim_args.label_smoothing
+        return model
     values = dataclasses.asdict(pim_args)
     if isinstance(values["backbone_kwargs"], str):
         values["backbone_kwargs"] = json.loads(values["backbone_kwargs"])
     config = PimConfig(num_labels=len(label_names), **labels, **values)
     model = PimForImageClassification(config)
     if config.backbone_pretrained:
-        model.load_pretrained_backbone(model_args.backbone_weights)
+        try:
+            model.load_pretrained_backbone(model_args.backbone_weights)
+        except LocalEntryNotFoundError as error:
+            raise UserInputError(
+                f"the pretrained weights of --backbone {config.backbone} are not in the local Hugging Face cache and "
+                "the Hub cannot be reached: give a local weights file with --backbone_weights FILE, or start from "
+                "random weights with --backbone_pretrained false."
+            ) from error
     return model
 
 
@@ -233,6 +535,17 @@ def build_processor(model: PimForImageClassification, data_args: DataTrainingArg
     )
 
 
+def write_test_predictions(path: Path, dataset, heads, id2label: dict[int, str]) -> None:
+    """`test_predictions.csv` for an unlabeled test split: each image (its file, else `#row`) and its top 5 classes."""
+    from modeling_pim.tools.infer import ImageSet, write_predictions
+
+    image_column = dataset.with_format("arrow")["image"]  # {bytes, path} structs, in row order, not decoded
+    stored_paths = pyarrow.compute.struct_field(image_column, "path").to_pylist()
+    paths = [path or f"#{index}" for index, path in enumerate(stored_paths)]
+    images = ImageSet(root=path.parent, paths=paths)
+    write_predictions(path, images, heads[:, 0], list(range(len(paths))), id2label, top_k=5)
+
+
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     pim_args, model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
@@ -241,24 +554,36 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    check_arguments(pim_args, model_args, data_args, training_args)
+    output_dir = check_output_directory(training_args.output_dir, "--output_dir")
     set_seed(training_args.seed)
 
     datasets = load_data(data_args, training_args.seed)
-    label_names = datasets["train"].features["label"].names
+    report = build_data_report(datasets, datasets.source, datasets.skipped_images)
+    log_data_report(report, logger)
+    if training_args.process_index == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / DATA_REPORT_FILENAME).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    check_data_report(report)
+    check_validation_data("validation" in datasets, training_args)
+
+    label_names = report["class_names"]
     model = build_model(pim_args, model_args, label_names)
     processor = build_processor(model, data_args)
     train_transform = build_train_transform(
         processor, data_args.horizontal_flip, data_args.blur_probability, data_args.sharpness_probability
     )
     eval_transform = build_eval_transform(processor)
+    test_is_unlabeled = "test" in datasets and is_unlabeled(report, "test")
+    if test_is_unlabeled:
+        datasets["test"] = datasets["test"].remove_columns("label")
     datasets["train"].set_transform(make_transform_fn(train_transform))
     for split in ("validation", "test"):
         if split in datasets:
             datasets[split].set_transform(make_transform_fn(eval_transform))
 
-    output_dir = Path(training_args.output_dir)
     last_checkpoint = None
-    if training_args.resume_from_checkpoint is None and output_dir.is_dir() and training_args.do_train:
+    if training_args.resume_from_checkpoint is None and training_args.do_train and output_dir.is_dir():
         last_checkpoint = get_last_checkpoint(str(output_dir))
         if last_checkpoint is not None:
             logger.info(f"Resuming from {last_checkpoint} (found in {output_dir}); use a new --output_dir to restart.")
@@ -290,12 +615,23 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
             if "test" in datasets:  # the example image of the model page (push_to_hub.py)
                 save_test_example(datasets["test"], output_dir)
-    for split, prefix in (("validation", "eval"), ("test", "test")):
-        if split in datasets and (training_args.do_eval or split == "test"):
-            metrics = trainer.evaluate(datasets[split], metric_key_prefix=prefix)
-            trainer.log_metrics(prefix, metrics)
-            trainer.save_metrics(prefix, metrics)
-            results[prefix] = metrics
+    if "validation" in datasets and training_args.do_eval:
+        metrics = trainer.evaluate(datasets["validation"], metric_key_prefix="eval")
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results["eval"] = metrics
+    if test_is_unlabeled:
+        prediction = trainer.predict(datasets["test"], metric_key_prefix="test")
+        if trainer.is_world_process_zero():
+            path = output_dir / TEST_PREDICTIONS_FILENAME
+            write_test_predictions(path, datasets["test"], prediction.predictions, model.config.id2label)
+            logger.info(f"The test split has no labels: its predictions are in {path} (no accuracy).")
+        results["test"] = prediction.metrics
+    elif "test" in datasets:
+        metrics = trainer.evaluate(datasets["test"], metric_key_prefix="test")
+        trainer.log_metrics("test", metrics)
+        trainer.save_metrics("test", metrics)
+        results["test"] = metrics
     return results
 
 

@@ -1,6 +1,8 @@
 """End-to-end behaviour of train_pim.py on miniature datasets (tiny timm backbone, 32 px, CPU)."""
 
+import csv
 import json
+import logging
 import math
 import os
 import shutil
@@ -13,7 +15,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
-from fgvc_trees import CUB_CLASS_NAMES, make_cub_tree, make_image_folders, make_nabirds_tree
+from fgvc_trees import (
+    CUB_CLASS_NAMES,
+    FOLDER_CLASS_NAMES,
+    make_cub_tree,
+    make_hub_parquet_dataset,
+    make_image_folders,
+    make_nabirds_tree,
+)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 import train_pim  # noqa: E402
 from modeling_pim import PimConfig, PimForImageClassification  # noqa: E402
+from modeling_pim.utils.cli import UserInputError  # noqa: E402
 
 
 TINY_RUN = [
@@ -39,7 +49,6 @@ TINY_RUN = [
     "--report_to", "none",
     "--disable_tqdm", "true",
     "--dataloader_num_workers", "0",
-    "--remove_unused_columns", "false",
     "--do_train", "true",
     "--do_eval", "true",
     "--seed", "0",
@@ -189,12 +198,10 @@ def test_every_recipe_parses_and_builds_its_model(recipe, tmp_path):
     pim_args, model_args, data_args, training_args = train_pim.parse_arguments(
         [str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
     )
-    values = vars(pim_args)
-    config = PimConfig(num_labels=200, **{**values, "backbone_kwargs": json.loads(values["backbone_kwargs"] or "{}")})
+    config = PimConfig(num_labels=200, **vars(pim_args))
     with torch.device("meta"):
         model = PimForImageClassification(config)
     assert len(model.pim.backbone.token_counts) == len(config.num_selects)
-    assert training_args.remove_unused_columns is False
 
 
 def test_command_line_flags_override_the_recipe(tmp_path):
@@ -211,5 +218,270 @@ def test_command_line_flags_override_the_recipe(tmp_path):
 def test_a_recipe_with_an_unknown_key_is_refused_by_name(tmp_path):
     recipe = tmp_path / "typo.yaml"
     recipe.write_text("backbone: resnet50\nnum_select: [1, 2]\n")
-    with pytest.raises(ValueError, match=r"unknown keys \['num_select'\]"):
+    with pytest.raises(UserInputError) as error:
         train_pim.parse_arguments([str(recipe)])
+    expected = f"{recipe}: unknown keys ['num_select']; every key must be a flag of train_pim.py (--help)."
+    assert str(error.value) == expected
+
+
+def user_error(argv: list[str]) -> str:
+    """The message of the `UserInputError` that `train_pim.main(argv)` refuses `argv` with."""
+    with pytest.raises(UserInputError) as error:
+        train_pim.main(argv)
+    return str(error.value)
+
+
+def test_help_starts_with_the_recipe_usage_and_the_common_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train_pim.main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: train_pim.py [RECIPE.yaml] [--flag VALUE ...]\n\nTrain PIM")
+    assert help_text.index("Common flags:") < help_text.index("--train_dir, --validation_dir, --test_dir DIR")
+    assert help_text.index("--eval_strategy no|epoch|steps") < help_text.index("options:")
+    assert "--adam_beta1" in help_text[help_text.index("options:") :]
+
+
+def test_folder_flags_on_the_command_line_select_the_folder_data_whatever_the_recipe_says(tmp_path, caplog):
+    recipe = REPO / "configuration/demo_cpu.yaml"
+    folders = ["--train_dir", "D/train", "--validation_dir", "D/val", "--test_dir", "D/test"]
+    _, _, data_args, _ = train_pim.parse_arguments([str(recipe), *folders, "--output_dir", str(tmp_path)])
+    assert (data_args.dataset, data_args.train_dir, data_args.test_dir) == ("folders", "D/train", "D/test")
+    assert (data_args.synthetic_num_classes, data_args.synthetic_train_per_class) == (8, 400)  # the defaults
+    assert (
+        "Data: --dataset folders (selected on the command line) instead of the recipe's dataset: synthetic; not used "
+        "from the recipe: synthetic_num_classes, synthetic_train_per_class." in caplog.text
+    )
+
+    cub_recipe = [str(REPO / "configuration/cub200_resnet50_448.yaml"), "--use_cpu", "true", "--bf16", "false"]
+    _, _, data_args, _ = train_pim.parse_arguments([*cub_recipe, *folders, "--output_dir", str(tmp_path)])
+    assert (data_args.dataset, data_args.data_dir) == ("folders", None)
+    assert data_args.validation_split_percentage == 0  # --validation_dir replaces the recipe's hold-out
+    _, _, data_args, _ = train_pim.parse_arguments([*cub_recipe, "--train_dir", "D/train"])
+    assert (data_args.dataset, data_args.validation_split_percentage) == ("folders", 10)
+
+
+def test_a_data_flag_of_another_dataset_is_refused(tmp_path):
+    message = user_error(["--dataset", "cub200", "--data_dir", str(tmp_path), "--train_dir", str(tmp_path)])
+    assert message == (
+        "--train_dir (from the command line) is a flag of --dataset folders, but this run uses --dataset cub200: "
+        "remove --train_dir, or use --dataset folders."
+    )
+    assert user_error(["--data_dir", str(tmp_path)]) == (
+        "--data_dir is the unpacked archive of --dataset cub200 or --dataset nabirds: add --dataset cub200 or "
+        "--dataset nabirds (class folders: --train_dir, --validation_dir, --test_dir)."
+    )
+
+
+def test_a_missing_archive_folder_points_at_the_folder_flags(tmp_path):
+    recipe = REPO / "configuration/cub200_resnet50_448.yaml"
+    message = user_error([str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"])
+    assert message == (
+        "--data_dir data/CUB_200_2011 is not a directory: give the unpacked cub200 archive with --data_dir, or class "
+        "folders with --train_dir, --validation_dir and --test_dir (--dataset folders)."
+    )
+
+
+def test_null_in_a_recipe_means_the_default(tmp_path):
+    recipe = tmp_path / "nulls.yaml"
+    recipe.write_text("resize_size: null\nvalidation_dir: null\nlearning_rate: null\nbackbone_kwargs: null\n")
+    pim_args, _, data_args, training_args = train_pim.parse_arguments([str(recipe), "--train_dir", "D"])
+    assert (data_args.resize_size, data_args.validation_dir) == (None, None)
+    assert training_args.learning_rate == 5e-5 and pim_args.backbone_kwargs is None
+
+
+def test_a_recipe_value_of_the_wrong_type_is_refused(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("learning_rate: 5e-4\n")
+    with pytest.raises(UserInputError) as error:
+        train_pim.parse_arguments([str(recipe)])
+    assert str(error.value) == (
+        f"{recipe}: `learning_rate: '5e-4'` is not a float (YAML reads a number without a dot, such as 5e-4, as "
+        "text: write 5.0e-4)."
+    )
+
+
+def parsed_and_checked(*flags: str) -> tuple:
+    arguments = train_pim.parse_arguments([*TINY_RUN, "--train_dir", "D", *flags])
+    train_pim.check_arguments(*arguments)
+    return arguments
+
+
+def test_label_smoothing_factor_is_routed_into_pims_loss():
+    pim_args, _, _, training_args = parsed_and_checked("--label_smoothing_factor", "0.1")
+    assert (pim_args.label_smoothing, training_args.label_smoothing_factor) == (0.1, 0.0)
+    with pytest.raises(UserInputError, match=r"^--label_smoothing_factor 0.1 and --label_smoothing 0.2 disagree"):
+        parsed_and_checked("--label_smoothing_factor", "0.1", "--label_smoothing", "0.2")
+
+
+def test_train_pim_sets_remove_unused_columns_false_whatever_the_flag():
+    _, _, _, training_args = parsed_and_checked("--remove_unused_columns", "true")
+    assert training_args.remove_unused_columns is False
+
+
+def test_trainer_flags_that_drop_the_labels_or_the_accuracy_are_refused():
+    with pytest.raises(UserInputError, match=r"^label_names=\['label'\]: PIM's batches hold their class indices"):
+        parsed_and_checked("--label_names", "label")
+    with pytest.raises(UserInputError, match=r"^prediction_loss_only=True: evaluation would compute the loss only"):
+        parsed_and_checked("--prediction_loss_only", "true")
+
+
+def test_backbone_weights_that_would_not_be_used_are_refused(tmp_path):
+    weights = tmp_path / "resnet.safetensors"
+    weights.touch()
+    with pytest.raises(UserInputError) as error:
+        parsed_and_checked("--backbone_weights", str(weights))  # TINY_RUN has --backbone_pretrained false
+    assert str(error.value) == (
+        f"--backbone_weights {weights} would not be used: --backbone_pretrained is false (random initial weights). "
+        "Set --backbone_pretrained true to start from that file, or remove --backbone_weights."
+    )
+
+
+def test_offline_without_the_backbone_weights_names_the_flags_to_use(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    pim_args, model_args, _, _ = parsed_and_checked("--backbone_pretrained", "true")
+    with pytest.raises(UserInputError) as error:
+        train_pim.build_model(pim_args, model_args, ["a", "b"])
+    assert str(error.value) == (
+        "the pretrained weights of --backbone test_resnet are not in the local Hugging Face cache and the Hub cannot "
+        "be reached: give a local weights file with --backbone_weights FILE, or start from random weights with "
+        "--backbone_pretrained false."
+    )
+
+
+def test_evaluation_during_training_without_validation_data_is_refused_before_reading_images(tmp_path):
+    message = user_error([*TINY_RUN, "--train_dir", str(tmp_path / "never_read"), "--eval_strategy", "epoch",
+                          "--output_dir", str(tmp_path / "run")])  # fmt: skip
+    assert message == (
+        "--eval_strategy epoch evaluates on validation data during training, but there is none: give "
+        "--validation_dir DIR (class folders), or --validation_split_percentage 10 to hold out 10 % of the training "
+        "images, or set --eval_strategy no."
+    )
+
+
+def test_a_run_with_label_smoothing_and_drop_last_keeps_pims_loss_parts_and_tests_every_image(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train", "test"), images_per_class=3)
+    output_dir = tmp_path / "run"
+    results = run(
+        output_dir,
+        "--train_dir", str(data_dir / "train"),
+        "--test_dir", str(data_dir / "test"),
+        "--label_smoothing_factor", "0.1",
+        "--dataloader_drop_last", "true",
+        "--max_steps", "2",
+        "--logging_steps", "1",
+        "--do_eval", "false",
+    )  # fmt: skip
+    assert results["test"]["test_num_samples"] == 9  # 9 test images in batches of 2: the last batch of 1 is kept
+    assert json.loads((output_dir / "config.json").read_text())["label_smoothing"] == 0.1
+    history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+    assert {"loss", "loss_layers", "loss_selected", "loss_dropped", "loss_combiner"} <= set(history[0])
+
+
+def test_the_data_report_lists_splits_classes_and_skipped_files_and_a_partial_test_set_is_evaluated(tmp_path, caplog):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=3)
+    make_image_folders(data_dir, splits=("test",), class_names=("Barn Swallow",), images_per_class=2)
+    (data_dir / "test" / "Cape May Warbler").mkdir()  # an empty class folder; no Acadian Flycatcher folder at all
+    corrupt = data_dir / "train" / FOLDER_CLASS_NAMES[0] / "corrupt.jpg"
+    corrupt.write_bytes(b"not a jpeg")
+    output_dir = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="train_pim"):
+        results = run(
+            output_dir,
+            "--train_dir", str(data_dir / "train"),
+            "--test_dir", str(data_dir / "test"),
+            "--max_steps", "1",
+            "--per_device_train_batch_size", "3",
+            "--do_eval", "false",
+        )  # fmt: skip
+    report = json.loads((output_dir / "data_report.json").read_text())
+    assert report["source"] == f"the image folders train_dir={data_dir / 'train'}, test_dir={data_dir / 'test'}"
+    assert report["class_names"] == list(FOLDER_CLASS_NAMES)
+    assert report["splits"]["train"] == {
+        "num_images": 9,
+        "num_unlabeled": 0,
+        "num_classes": 3,
+        "smallest_class": {"name": "Acadian Flycatcher", "num_images": 3},
+        "largest_class": {"name": "Acadian Flycatcher", "num_images": 3},
+        "absent_classes": [],
+    }
+    assert report["splits"]["test"]["num_images"] == 2
+    assert report["splits"]["test"]["absent_classes"] == ["Acadian Flycatcher", "Cape May Warbler"]
+    assert [(image["path"], image["split"], image["label"]) for image in report["skipped_images"]] == [
+        (str(corrupt), "train", "Acadian Flycatcher")
+    ]
+    reason = report["skipped_images"][0]["reason"]
+    assert reason.startswith("UnidentifiedImageError: cannot identify image file")
+    logged = [record.getMessage() for record in caplog.records]
+    assert f"skipped {corrupt} (train, class 'Acadian Flycatcher'): {reason}" in logged
+    assert (
+        "test: 2 images of 1 class (smallest: 'Barn Swallow', 2 images; largest: 'Barn Swallow', 2 images); no images "
+        "of 'Acadian Flycatcher', 'Cape May Warbler'." in logged
+    )
+    assert results["test"]["test_num_samples"] == 2 and 0 <= results["test"]["test_accuracy"] <= 1
+
+
+def test_a_hub_dataset_in_the_hubs_parquet_format_trains_and_predicts_its_unlabeled_test_split(tmp_path):
+    dataset_dir = make_hub_parquet_dataset(tmp_path / "birds")
+    output_dir = tmp_path / "run"
+    results = run(
+        output_dir,
+        "--dataset_name", str(dataset_dir),  # selects --dataset hub
+        "--max_steps", "2",
+        "--per_device_train_batch_size", "3",
+    )  # fmt: skip
+    assert results["eval"]["eval_num_samples"] == 6
+    assert "test_accuracy" not in results["test"]
+    report = json.loads((output_dir / "data_report.json").read_text())
+    assert report["splits"]["test"]["num_unlabeled"] == 6
+    with open(output_dir / "test_predictions.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["path"] for row in rows] == [f"{name}_{index}.jpg" for name in FOLDER_CLASS_NAMES for index in (0, 1)]
+    assert {row["top1_label"] for row in rows} <= set(FOLDER_CLASS_NAMES)
+    assert not (output_dir / "test_results.json").exists()
+
+
+def refused_data(tmp_path, *flags: str) -> tuple[str, dict]:
+    """The refusal of `train_pim.main` for the data of `flags`, and the data report it wrote before refusing."""
+    output_dir = tmp_path / "run"
+    message = user_error([*TINY_RUN, *flags, "--output_dir", str(output_dir)])
+    return message, json.loads((output_dir / "data_report.json").read_text())
+
+
+def test_a_single_class_is_refused(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), class_names=("Barn Swallow",))
+    message, report = refused_data(tmp_path, "--train_dir", str(data_dir / "train"))
+    assert message == (
+        f"the image folders train_dir={data_dir / 'train'} has a single class ('Barn Swallow'): a 1-class model is "
+        "always right (100 % accuracy) and learns nothing. Give at least 2 classes (class folders: one sub-folder "
+        "per class in --train_dir)."
+    )
+    assert report["splits"]["train"]["num_images"] == 3
+
+
+def test_class_folders_named_like_splits_are_refused(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train", "test"), images_per_class=1)
+    message, _ = refused_data(tmp_path, "--train_dir", str(data_dir))  # the dataset root, not its train folder
+    assert message == (
+        f"the image folders train_dir={data_dir}: the classes 'test', 'train' are named like dataset splits, so "
+        "--train_dir points at the dataset root, not at its training folder: give --train_dir ROOT/train (and "
+        "--validation_dir ROOT/validation, --test_dir ROOT/test)."
+    )
+
+
+def test_a_class_whose_training_images_are_all_unreadable_is_refused_with_its_files(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=2)
+    broken = sorted((data_dir / "train" / "Barn Swallow").iterdir())
+    for path in broken:
+        path.write_bytes(b"")
+    message, report = refused_data(tmp_path, "--train_dir", str(data_dir / "train"))
+    reasons = [image["reason"] for image in report["skipped_images"]]
+    assert message == (
+        f"the image folders train_dir={data_dir / 'train'}: no readable training image for 1 class ('Barn Swallow': "
+        f"{broken[0]} ({reasons[0]}), {broken[1]} ({reasons[1]})): a class without training images cannot be learnt, "
+        "and its test images can never be right. Replace the unreadable files or remove these classes."
+    )
+    assert report["splits"]["train"]["absent_classes"] == ["Barn Swallow"]

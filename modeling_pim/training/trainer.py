@@ -26,7 +26,8 @@ def check_training_arguments(args: TrainingArguments) -> None:
 
     Raises:
         `ValueError`: `label_smoothing_factor` is not 0 (use `PimConfig.label_smoothing`, which smooths every
-        cross-entropy term of PIM's loss), or `label_names` is set to anything but `["labels"]`.
+        cross-entropy term of PIM's loss), `label_names` is set to anything but `["labels"]`, or
+        `prediction_loss_only` is true (evaluation without accuracy).
     """
     if args.label_smoothing_factor != 0:
         raise ValueError(
@@ -40,6 +41,11 @@ def check_training_arguments(args: TrainingArguments) -> None:
             f"label_names={args.label_names}: PIM's batches hold their class indices under 'labels', the argument "
             "of PimForImageClassification.forward that computes the loss; with other names Trainer evaluates without "
             "labels (no loss, no accuracy). Leave label_names unset."
+        )
+    if args.prediction_loss_only:
+        raise ValueError(
+            "prediction_loss_only=True: evaluation would compute the loss only, without the accuracy of the final "
+            "head (and load_best_model_at_end could not select on it). Leave prediction_loss_only false."
         )
 
 
