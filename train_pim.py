@@ -548,12 +548,15 @@ def write_test_predictions(path: Path, dataset, heads, id2label: dict[int, str])
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     pim_args, model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    if training_args.should_log:  # INFO on the main process unless --log_level says otherwise, as the HF examples
+        transformers.utils.logging.set_verbosity_info()
+    log_level = training_args.get_process_log_level()
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        level=training_args.get_process_log_level(),
+        level=log_level,
         handlers=[logging.StreamHandler(sys.stdout)],
     )
-    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    transformers.utils.logging.set_verbosity(log_level)
     check_arguments(pim_args, model_args, data_args, training_args)
     output_dir = check_output_directory(training_args.output_dir, "--output_dir")
     set_seed(training_args.seed)

@@ -1,6 +1,8 @@
 """End-to-end behaviour of train_pim.py on miniature datasets (tiny timm backbone, 32 px, CPU)."""
 
+import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -30,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import train_pim  # noqa: E402
 from modeling_pim import PimConfig, PimForImageClassification  # noqa: E402
-from modeling_pim.utils.cli import UserInputError  # noqa: E402
+from modeling_pim.utils.cli import UserInputError, run_command  # noqa: E402
 
 
 TINY_RUN = [
@@ -225,10 +227,17 @@ def test_a_recipe_with_an_unknown_key_is_refused_by_name(tmp_path):
 
 
 def user_error(argv: list[str]) -> str:
-    """The message of the `UserInputError` that `train_pim.main(argv)` refuses `argv` with."""
-    with pytest.raises(UserInputError) as error:
-        train_pim.main(argv)
-    return str(error.value)
+    """
+    The message of the `error:` line that `train_pim.py argv` refuses `argv` with: exit code 2, no traceback, one
+    line (after any progress bars).
+    """
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert run_command("train_pim.py", train_pim.main, argv) == 2
+    assert "Traceback" not in stderr.getvalue()
+    *_, last_line = stderr.getvalue().splitlines()
+    assert last_line.startswith("train_pim.py: error: ") and stderr.getvalue().count(" error: ") == 1
+    return last_line.removeprefix("train_pim.py: error: ")
 
 
 def test_help_starts_with_the_recipe_usage_and_the_common_flags(capsys):
