@@ -18,8 +18,10 @@ from modeling_pim.data.image_files import load_image
 from modeling_pim.tools.infer import (
     UserInputError,
     evaluation_report,
+    font_with_glyphs,
     main,
     match_class_folders,
+    plot_confusion_matrix,
     resolve_device,
 )
 
@@ -275,3 +277,26 @@ def test_broken_model_folder_is_a_clear_error(model_dir, class_folders, tmp_path
 
     error = capsys.readouterr().err
     assert str(broken) in error and "Traceback" not in error
+
+
+def test_confusion_matrix_names_in_a_script_no_installed_font_draws_get_an_id_table(tmp_path):
+    names = {0: "Black footed Albatross", 1: "麻雀", 2: "カワセミ"}
+    matrix = np.array([[3, 1, 0], [0, 2, 0], [1, 0, 4]])
+
+    table = plot_confusion_matrix(matrix, names, tmp_path / "confusion_matrix.png", "title")
+
+    with Image.open(tmp_path / "confusion_matrix.png") as image:
+        image.verify()
+    font = font_with_glyphs("".join(names.values()))
+    if font is None:  # no CJK font on this machine: class ids on the axes and the table beside the PNG
+        assert table == tmp_path / "confusion_matrix_classes.csv"
+        assert table.read_text(encoding="utf-8").splitlines() == [
+            "class_id,name",
+            "0,Black footed Albatross",
+            "1,麻雀",
+            "2,カワセミ",
+        ]
+    else:
+        assert table is None and not (tmp_path / "confusion_matrix_classes.csv").exists()
+    assert font_with_glyphs("Black footed Albatross") is not None  # Latin: matplotlib's default font has it
+    assert plot_confusion_matrix(matrix, {0: "a", 1: "b", 2: "c"}, tmp_path / "latin.png", "title") is None

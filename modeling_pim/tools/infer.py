@@ -25,7 +25,9 @@ Outputs in `--output_dir`:
 - `infer_results.json`: counts and skipped files; with class folders also top-1, top-5 and mean per-class accuracy,
   per-class accuracy and the most confused pairs. Accuracy is that of `logits`, the final head, never a maximum over
   heads.
-- `confusion_matrix.png` (class folders only): row-normalised, classes sorted by id, readable at 200 classes.
+- `confusion_matrix.png` (class folders only): row-normalised, classes sorted by id, readable at 200 classes; when
+  its axes carry class ids instead of names (many classes, or names no installed font can draw),
+  `confusion_matrix_classes.csv` beside it maps the ids to the names.
 """
 
 import argparse
@@ -44,6 +46,7 @@ import numpy as np
 import torch
 from huggingface_hub import is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
+from matplotlib import font_manager, ft2font
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Dataset
@@ -426,18 +429,50 @@ def evaluation_report(logits: np.ndarray, labels: np.ndarray, id2label: dict[int
     }
 
 
-def plot_confusion_matrix(matrix: np.ndarray, id2label: dict[int, str], path: str | os.PathLike, title: str) -> None:
+def font_with_glyphs(text: str) -> str | None:
+    """
+    The file of an installed font that has a glyph for every character of `text` (spaces aside): matplotlib's default
+    font when it has them, else the first other installed font that does (matplotlib's "Last Resort" font is skipped:
+    its glyphs are boxes). `None` when no font has them all, e.g. CJK class names without a CJK font installed.
+    """
+    needed = {ord(character) for character in text if not character.isspace()}
+    default = font_manager.findfont(font_manager.FontProperties())
+    installed = sorted(
+        {entry.fname for entry in font_manager.fontManager.ttflist if not entry.name.startswith("Last Resort")}
+    )
+    for path in [default, *installed]:
+        try:
+            charmap = ft2font.FT2Font(path).get_charmap()
+        except (OSError, RuntimeError):  # a font file matplotlib listed but FreeType cannot read
+            continue
+        if needed <= charmap.keys():
+            return path
+    return None
+
+
+def plot_confusion_matrix(
+    matrix: np.ndarray, id2label: dict[int, str], path: str | os.PathLike, title: str
+) -> Path | None:
     """
     Saves the row-normalised confusion matrix of the classes that occur (as truth or prediction), sorted by class id,
     on a square-root colour scale.
-    Up to `MAX_NAMED_CLASSES` classes the axes carry the class names; beyond, class ids every few rows, so that 200
-    classes stay readable on a large figure.
+
+    Up to `MAX_NAMED_CLASSES` classes the axes carry the class names, in a font that has their glyphs
+    ([`font_with_glyphs`]: names in CJK scripts need an installed CJK font). Beyond that many classes, or when no
+    installed font can draw the names, the axes carry class ids (every few rows for large matrices, so that 200
+    classes stay readable) and the id → name table of the classes shown is written beside the PNG
+    (`<name>_classes.csv`, columns `class_id,name`, UTF-8).
+
+    Returns:
+        `Path | None`: the id → name table written, or `None` when the axes carry the names.
     """
     shown = np.flatnonzero(matrix.sum(axis=0) + matrix.sum(axis=1))
     counts = matrix[np.ix_(shown, shown)].astype(np.float64)
     rows = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
     num_shown = len(shown)
+    names = [id2label[int(class_id)] for class_id in shown]
+    font = font_with_glyphs("".join(names)) if num_shown <= MAX_NAMED_CLASSES else None
     side = float(np.clip(4 + 0.09 * num_shown, 6, 24))
     figure = Figure(figsize=(side + 1.5, side), layout="constrained")
     axes = figure.add_subplot()
@@ -445,15 +480,20 @@ def plot_confusion_matrix(matrix: np.ndarray, id2label: dict[int, str], path: st
     scale = PowerNorm(gamma=0.5, vmin=0, vmax=1)
     image = axes.imshow(normalised, cmap="Blues", norm=scale, interpolation="nearest")
     figure.colorbar(image, ax=axes, shrink=0.8, label="fraction of the true class (square-root scale)")
-    if num_shown <= MAX_NAMED_CLASSES:
-        names = [id2label[int(class_id)] for class_id in shown]
-        font_size = 9 if num_shown <= 20 else 6
-        axes.set_xticks(range(num_shown), names, rotation=90, fontsize=font_size)
-        axes.set_yticks(range(num_shown), names, fontsize=font_size)
+    table = None
+    if font is not None:
+        properties = font_manager.FontProperties(fname=font, size=9 if num_shown <= 20 else 6)
+        axes.set_xticks(range(num_shown), names, rotation=90, fontproperties=properties)
+        axes.set_yticks(range(num_shown), names, fontproperties=properties)
+        what = "class"
     else:
         ticks = range(0, num_shown, max(1, num_shown // 20))
         axes.set_xticks(ticks, [str(shown[tick]) for tick in ticks], rotation=90, fontsize=7)
         axes.set_yticks(ticks, [str(shown[tick]) for tick in ticks], fontsize=7)
+        table = Path(path).with_name(Path(path).stem + "_classes.csv")
+        with open(table, "w", newline="", encoding="utf-8") as file:
+            csv.writer(file).writerows([("class_id", "name"), *zip(shown.tolist(), names)])
+        what = f"class id (names in {table.name})"
     if num_shown <= 15:
         for row in range(num_shown):
             for column in range(num_shown):
@@ -461,11 +501,11 @@ def plot_confusion_matrix(matrix: np.ndarray, id2label: dict[int, str], path: st
                     colour = "white" if normalised[row, column] > 0.5 else "black"
                     value = f"{normalised[row, column]:.2f}"
                     axes.text(column, row, value, ha="center", va="center", fontsize=8, color=colour)
-    what = "class" if num_shown <= MAX_NAMED_CLASSES else "class id (config.id2label)"
     axes.set_xlabel(f"predicted {what}")
     axes.set_ylabel(f"true {what}")
     axes.set_title(title)
     figure.savefig(path, dpi=100)
+    return table
 
 
 def write_predictions(
@@ -535,13 +575,15 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     if rows:
         labels = np.asarray([images.labels[indices[row]] for row in rows])
         metrics = evaluation_report(logits[rows], labels, id2label)
-        plot_confusion_matrix(
+        table = plot_confusion_matrix(
             metrics.pop("confusion_matrix"),
             id2label,
             output_dir / CONFUSION_MATRIX_FILENAME,
             f"{Path(str(args.model)).name}: top-1 {metrics['accuracy']:.2%} on {len(labels)} images (final head)",
         )
         results.update(metrics, confusion_matrix_png=CONFUSION_MATRIX_FILENAME)
+        if table is not None:
+            results["confusion_matrix_classes"] = table.name
     with open(output_dir / RESULTS_FILENAME, "w", encoding="utf-8") as file:
         json.dump(results, file, indent=2, ensure_ascii=False)
     return results
@@ -574,8 +616,7 @@ def print_summary(results: dict[str, Any], output_dir: str) -> None:
                 f"({pair['fraction_of_true_class']:.0%})"
             )
     written = [PREDICTIONS_FILENAME, RESULTS_FILENAME]
-    if "confusion_matrix_png" in results:
-        written.append(results["confusion_matrix_png"])
+    written += [results[key] for key in ("confusion_matrix_png", "confusion_matrix_classes") if key in results]
     print(f"Wrote {', '.join(str(Path(output_dir) / name) for name in written)}.")
 
 
@@ -650,6 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "collect_images",
     "evaluation_report",
+    "font_with_glyphs",
     "list_image_folder",
     "load_model_and_processor",
     "main",
