@@ -24,6 +24,7 @@ The Hub token comes from the usual places: the `HF_TOKEN` environment variable o
 
 import argparse
 import importlib.metadata
+import logging
 import shutil
 import sys
 import tempfile
@@ -33,16 +34,12 @@ from pathlib import Path
 from huggingface_hub import HfApi, get_token, is_offline_mode
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers.utils import logging
 
-from modeling_pim import PimForImageClassification, PimImageProcessor
-from modeling_pim.hub.model_card import METRICS_FILES, build_model_card, read_training_outputs
 from modeling_pim.hub.staging import stage_endpoint_handler, stage_space
-from modeling_pim.hub.widget import WIDGET_IMAGE_STEM, find_test_example, stage_widget_image, widget_output
 from modeling_pim.utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
 
 
-logger = logging.get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 
 class PushError(UserInputError):
@@ -61,6 +58,10 @@ def stage_model(
     Writes everything to upload into `staging_dir` and returns the file names, sorted. The card's example image is
     `widget_image`, else the training run's first test image, else there is none (logged).
     """
+    from modeling_pim import PimForImageClassification, PimImageProcessor
+    from modeling_pim.hub.model_card import METRICS_FILES, build_model_card, read_training_outputs
+    from modeling_pim.hub.widget import find_test_example, stage_widget_image, widget_output
+
     if not (model_dir / "config.json").is_file():
         raise PushError(
             f"--model_dir {str(model_dir)!r} has no config.json: give the output_dir of train_pim.py or a folder "
@@ -293,6 +294,8 @@ def _run(argv: list[str]) -> int:
 
 def _widget_file(staging_dir: Path, files: list[str]) -> Path | None:
     """The example image among the `files` staged into the model repository folder `staging_dir`, if any."""
+    from modeling_pim.hub.widget import WIDGET_IMAGE_STEM
+
     return next((staging_dir / name for name in files if Path(name).stem == WIDGET_IMAGE_STEM), None)
 
 

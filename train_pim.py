@@ -8,12 +8,29 @@ Train PIM (Chou et al., arXiv 2202.03822) with `transformers.Trainer`.
 The optional first argument is a recipe (YAML) whose keys are the flags below; flags given after it override it.
 """
 
+import sys
+
+from modeling_pim.utils.cli import (
+    UserInputError,
+    cache_help,
+    check_output_directory,
+    help_requested,
+    print_cached_help,
+    run_command,
+)
+
+
+# The help text is built from PimConfig and TrainingArguments, whose imports (torch, transformers) take seconds: it is
+# cached once built and printed from the cache before those imports.
+HELP_DISTRIBUTIONS = ("transformers",)
+if __name__ == "__main__":
+    print_cached_help("train_pim.py", __file__, HELP_DISTRIBUTIONS, sys.argv[1:])
+
 import argparse
 import dataclasses
 import json
 import logging
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -44,7 +61,6 @@ from modeling_pim.data.transforms import build_eval_transform, build_train_trans
 from modeling_pim.hub.widget import save_test_example
 from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, check_training_arguments, stack_heads
 from modeling_pim.training.transfer import load_for_labels
-from modeling_pim.utils.cli import UserInputError, check_output_directory, run_command
 
 
 logger = logging.getLogger(__name__)
@@ -351,6 +367,8 @@ def parse_arguments(argv: list[str]) -> tuple:
         [`UserInputError`]: a bad recipe, contradictory data flags, or values the argument dataclasses refuse.
     """
     parser = build_parser()
+    if help_requested(argv):
+        cache_help("train_pim.py", __file__, HELP_DISTRIBUTIONS, parser.format_help())
     recipe, recipe_path = {}, None
     if argv and argv[0].endswith((".yaml", ".yml")):
         recipe_path, argv = Path(argv[0]), argv[1:]

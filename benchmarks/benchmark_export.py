@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from benchmark_speed import add_model_arguments, pim_config  # noqa: E402
 from modeling_pim import PimForImageClassification  # noqa: E402
-from modeling_pim.tools.export import DEFAULT_OPSET, export_model  # noqa: E402
+from modeling_pim.tools.export import export_model  # noqa: E402
+from modeling_pim.tools.pim_export import DEFAULT_OPSET, DEFAULT_TOLERANCE  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = tempfile.TemporaryDirectory()
     path = Path(folder.name) / "model.onnx"
     started = time.perf_counter()
-    difference = export_model(model, path)
+    difference = export_model(model, path, opset=DEFAULT_OPSET, tolerance=DEFAULT_TOLERANCE)
     export_seconds = time.perf_counter() - started
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = args.threads

@@ -1,6 +1,7 @@
 """
 Peak memory of `pim-heatmap` on a large photo (8000×6000 by default) and on a small one, each run in a fresh process
-(peak resident set size from `os.wait4`), with a tiny random PIM model so that the image, not the model, dominates.
+(peak resident set size from `os.wait4`, the console script run as its wrapper runs it), with a tiny random PIM model
+so that the image, not the model, dominates.
 
     python benchmarks/benchmark_heatmap_memory.py --output_json heatmap_memory.json
     python benchmarks/benchmark_heatmap_memory.py --package_root /path/to/other/checkout   # e.g. before a change
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from benchmark_startup import console_scripts
 from PIL import Image
 
 
@@ -73,7 +75,7 @@ def main() -> None:
             photo = scratch / f"photo_{width}x{height}.jpg"
             make_photo(photo, width, height)
             command = [
-                sys.executable, "-m", "modeling_pim.tools.heatmap", str(scratch / "model"), str(photo),
+                *console_scripts(args.package_root)["pim-heatmap"], str(scratch / "model"), str(photo),
                 "--output", str(scratch / "heatmap.png"), "--device", "cpu",
             ]  # fmt: skip
             peak, seconds = peak_memory(command, args.package_root)

@@ -17,7 +17,7 @@ from fgvc_trees import make_image_folders
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
-from modeling_pim.tools import convert, heatmap, infer
+from modeling_pim.tools import pim_convert, pim_heatmap, pim_infer
 from modeling_pim.utils.cli import UserInputError, check_output_file, run_command
 
 
@@ -103,9 +103,9 @@ def test_damaged_model_file_is_one_error_line_naming_it(program, case, model_dir
     filename, damage, template = DAMAGED_FILES[case]
     damaged = damaged_copy(model_dir, tmp_path, filename, damage)
     if program == "pim-infer":
-        status = infer.main([str(damaged), str(image_file.parent), "--output_dir", str(tmp_path / "out")])
+        status = pim_infer.main([str(damaged), str(image_file.parent), "--output_dir", str(tmp_path / "out")])
     else:
-        status = heatmap.main([str(damaged), str(image_file), "--output", str(tmp_path / "heatmap.png")])
+        status = pim_heatmap.main([str(damaged), str(image_file), "--output", str(tmp_path / "heatmap.png")])
 
     stderr = capsys.readouterr().err
     assert status == 2
@@ -142,9 +142,9 @@ def test_processor_of_another_image_size_points_at_its_file(program, model_dir, 
     shutil.copytree(model_dir, model)
     PimImageProcessor.for_image_size(96).save_pretrained(model)
     if program == "pim-infer":
-        status = infer.main([str(model), str(image_file.parent), "--output_dir", str(tmp_path / "out")])
+        status = pim_infer.main([str(model), str(image_file.parent), "--output_dir", str(tmp_path / "out")])
     else:
-        status = heatmap.main([str(model), str(image_file), "--output", str(tmp_path / "heatmap.png")])
+        status = pim_heatmap.main([str(model), str(image_file), "--output", str(tmp_path / "heatmap.png")])
 
     assert status == 2
     assert error_lines(capsys.readouterr().err) == [
@@ -159,24 +159,24 @@ def test_output_paths_are_checked_before_the_model_is_loaded(image_file, tmp_pat
     a_file = tmp_path / "a_file.txt"
     a_file.write_text("not a folder")
 
-    assert heatmap.main([missing_model, str(image_file), "--output", str(tmp_path / "new" / "x.xyz")]) == 2
+    assert pim_heatmap.main([missing_model, str(image_file), "--output", str(tmp_path / "new" / "x.xyz")]) == 2
     assert error_lines(capsys.readouterr().err) == [
         f"pim-heatmap: error: --output {str(tmp_path / 'new' / 'x.xyz')!r}: '.xyz' is not a supported format; use "
         "one of .png, .jpg, .jpeg, .webp, .tif, .tiff, .pdf, .svg, .eps, .ps (a name without an extension gets .png)."
     ]
-    assert heatmap.main([missing_model, str(image_file), "--output", str(a_file / "x.png")]) == 2
+    assert pim_heatmap.main([missing_model, str(image_file), "--output", str(a_file / "x.png")]) == 2
     assert error_lines(capsys.readouterr().err) == [
         f"pim-heatmap: error: --output {str(a_file / 'x.png')!r}: {str(a_file)!r} is a file, not a folder: choose "
         "another path."
     ]
-    assert infer.main([missing_model, str(image_file.parent), "--output_dir", str(a_file / "out")]) == 2
+    assert pim_infer.main([missing_model, str(image_file.parent), "--output_dir", str(a_file / "out")]) == 2
     assert error_lines(capsys.readouterr().err) == [
         f"pim-infer: error: --output_dir {str(a_file / 'out')!r}: {str(a_file)!r} is a file, not a folder: choose "
         "another path."
     ]
     checkpoint = tmp_path / "best.pt"
     torch.save({"model": {}}, checkpoint)
-    assert convert.main([str(checkpoint), "--backbone", "resnet50", "--output_dir", str(a_file)]) == 2
+    assert pim_convert.main([str(checkpoint), "--backbone", "resnet50", "--output_dir", str(a_file)]) == 2
     assert error_lines(capsys.readouterr().err) == [
         f"pim-convert: error: --output_dir {str(a_file)!r}: {str(a_file)!r} is a file, not a folder: choose another "
         "path."
@@ -187,7 +187,7 @@ def test_output_paths_are_checked_before_the_model_is_loaded(image_file, tmp_pat
 def test_heatmap_output_without_extension_writes_and_reports_the_png(model_dir, image_file, tmp_path, capsys):
     output = tmp_path / "figures" / "bird"
 
-    assert heatmap.main([str(model_dir), str(image_file), "--output", str(output)]) == 0
+    assert pim_heatmap.main([str(model_dir), str(image_file), "--output", str(output)]) == 0
 
     written = output.with_name("bird.png")
     assert capsys.readouterr().out.splitlines()[-1] == f"Wrote {written}."
@@ -229,7 +229,7 @@ def test_a_bug_keeps_its_traceback(capsys):
 
 
 def test_every_tool_has_a_debug_flag(capsys):
-    for main in (infer.main, heatmap.main, convert.main):
+    for main in (pim_infer.main, pim_heatmap.main, pim_convert.main):
         with pytest.raises(SystemExit):
             main(["--help"])
         assert "--debug" in capsys.readouterr().out

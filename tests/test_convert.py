@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim.tools import convert
+from modeling_pim.tools import convert, pim_convert
 from modeling_pim.tools.convert import (
     ConversionError,
     config_for_checkpoint,
@@ -225,7 +225,8 @@ def test_pickled_code_is_refused(tmp_path, capsys):
     torch.save({"model": PickledCode()}, tmp_path / "evil.pt")
     with pytest.raises(ConversionError, match="pickled Python objects"):
         load_original_checkpoint(tmp_path / "evil.pt")
-    status = convert.main([str(tmp_path / "evil.pt"), "--backbone", "resnet50", "--output_dir", str(tmp_path / "out")])
+    argv = [str(tmp_path / "evil.pt"), "--backbone", "resnet50", "--output_dir", str(tmp_path / "out")]
+    status = pim_convert.main(argv)
     assert status == 2 and "refused" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -294,7 +295,7 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     output_dir = tmp_path / "converted"
     argv = [str(tmp_path / "best.pt"), "--backbone", "resnet50", "--num_classes", "5", "--output_dir", str(output_dir)]
     argv += ["--class_names", str(tmp_path / "classes.txt"), "--image_size", "64", "--num_selects", "32", "32", "16", "4"]
-    assert convert.main(argv) == 0
+    assert pim_convert.main(argv) == 0
     assert "tensors converted" in capsys.readouterr().out
 
     model = PimForImageClassification.from_pretrained(output_dir).eval()
@@ -306,5 +307,5 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     assert processor.crop_size["height"] == 64 and list(processor.image_mean) == pytest.approx([0.485, 0.456, 0.406])
 
     bad = argv[:3] + ["--num_classes", "200"] + argv[5:]
-    assert convert.main(bad) == 2
+    assert pim_convert.main(bad) == 2
     assert "--num_classes 200 but the checkpoint was trained with num_classes=5" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modeling_pim import PimImageProcessor
-from modeling_pim.tools import export
+from modeling_pim.tools import export, pim_export
 from test_modeling_pim import tiny_model
 
 
@@ -32,7 +32,7 @@ def test_onnx_export_takes_any_batch_and_gives_the_pytorch_logits(tmp_path, caps
     family, overrides = MODELS[kind]
     model = saved_model(tmp_path / "model", family, **overrides)
     output = tmp_path / "deploy" / "model.onnx"
-    assert export.main([str(tmp_path / "model"), "--output", str(output)]) == 0
+    assert pim_export.main([str(tmp_path / "model"), "--output", str(output)]) == 0
     assert "ONNX opset 18" in capsys.readouterr().out
     assert [path.name for path in output.parent.iterdir()] == ["model.onnx"]  # no staging folder left
 
@@ -52,7 +52,7 @@ def test_onnx_export_takes_any_batch_and_gives_the_pytorch_logits(tmp_path, caps
 def test_pt2_export_loads_with_torch_export_and_gives_the_pytorch_logits(tmp_path):
     model = saved_model(tmp_path / "model")
     output = tmp_path / "model.pt2"
-    assert export.main([str(tmp_path / "model"), "--output", str(output)]) == 0
+    assert pim_export.main([str(tmp_path / "model"), "--output", str(output)]) == 0
     program = torch.export.load(output).module()
     pixel_values = torch.randn(5, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_leaves_no_file(tmp_p
     monkeypatch.setattr(export, "_write_pt2", lambda model, example, path, id2label: path.write_bytes(b"program"))
     monkeypatch.setattr(export, "_run_pt2", lambda path: lambda pixel_values: torch.full((len(pixel_values), 5), 0.5))
     output = tmp_path / "deploy" / "model.pt2"
-    assert export.main([str(tmp_path / "model"), "--output", str(output)]) == 2
+    assert pim_export.main([str(tmp_path / "model"), "--output", str(output)]) == 2
     stderr = capsys.readouterr().err
     error = stderr.strip().splitlines()[-1]  # after transformers' loading progress bar
     assert "Traceback" not in stderr and error.startswith(f"pim-export: error: --output '{output}': the exported program's logits (torch.export)")
@@ -76,8 +76,8 @@ def test_an_export_that_differs_from_pytorch_is_refused_and_leaves_no_file(tmp_p
 
 
 def test_bad_flags_are_one_error_line(tmp_path, capsys):
-    assert export.main([str(tmp_path), "--output", str(tmp_path / "model.txt")]) == 2
+    assert pim_export.main([str(tmp_path), "--output", str(tmp_path / "model.txt")]) == 2
     assert "'.txt' is not a supported format; use one of .onnx, .pt2" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        export.main([str(tmp_path), "--output", "model.onnx", "--tolerance", "0"])
+        pim_export.main([str(tmp_path), "--output", "model.onnx", "--tolerance", "0"])
     assert exit_info.value.code == 2 and "--tolerance must be positive" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from tiny_models import tiny_pim_config
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
 from modeling_pim.modeling_pim import WeaklySupervisedSelector
-from modeling_pim.tools import heatmap, infer
+from modeling_pim.tools import pim_heatmap, pim_infer
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ def test_pim_infer_on_cuda_matches_the_cpu(model_dir, tmp_path, full_float32_pre
     for device, dtype in (("cpu", "float32"), ("cuda", "float32"), ("cuda", "bfloat16")):
         output_dir = tmp_path / f"{device}-{dtype}"
         argv = [str(model_dir), str(images), "--output_dir", str(output_dir), "--num_workers", "0"]
-        assert infer.main([*argv, "--device", device, "--dtype", dtype]) == 0
+        assert pim_infer.main([*argv, "--device", device, "--dtype", dtype]) == 0
         results = json.loads((output_dir / "infer_results.json").read_text())
         assert (results["device"], results["dtype"], results["num_predicted"]) == (device, dtype, 9)
         runs[device, dtype] = read_predictions(output_dir / "predictions.csv")
@@ -144,7 +144,8 @@ def test_pim_infer_on_cuda_matches_the_cpu(model_dir, tmp_path, full_float32_pre
 def test_pim_heatmap_on_cuda_matches_the_cpu(model_dir, tmp_path, full_float32_precision):
     image = tmp_path / "bird.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (72, 96, 3), dtype=np.uint8)).save(image)
-    assert heatmap.main([str(model_dir), str(image), "--output", str(tmp_path / "map.png"), "--device", "cuda"]) == 0
+    output = tmp_path / "map.png"
+    assert pim_heatmap.main([str(model_dir), str(image), "--output", str(output), "--device", "cuda"]) == 0
     assert Image.open(tmp_path / "map.png").size[0] > 0
 
     model = PimForImageClassification.from_pretrained(model_dir).eval()

@@ -8,7 +8,8 @@ from PIL import Image
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
-from modeling_pim.tools.heatmap import compute_heatmap, main, model_view
+from modeling_pim.tools.heatmap import compute_heatmap, model_view
+from modeling_pim.tools.pim_heatmap import main
 
 
 LABELS = ["cardinal", "blue jay", "house sparrow"]

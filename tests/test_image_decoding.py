@@ -17,7 +17,7 @@ from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.data.image_files import load_image
 from modeling_pim.data.transforms import build_eval_transform
 from modeling_pim.image_processing_pim import image_to_rgb
-from modeling_pim.tools import infer
+from modeling_pim.tools import pim_infer
 from modeling_pim.tools.heatmap import MAX_DRAWN_SIDE, drawn_image
 
 
@@ -141,7 +141,7 @@ def test_pim_infer_sees_16_bit_and_transparent_images_as_their_8_bit_rgb(tmp_pat
     on_white = PIL.Image.fromarray(np.where(alpha == 0, 255, blocks).astype(np.uint8))
     on_white.save(images / "on_white.png")
 
-    assert infer.main([str(model_dir), str(images), "--output_dir", str(tmp_path / "out"), "--num_workers", "0"]) == 0
+    assert pim_infer.main([str(model_dir), str(images), "--output_dir", str(tmp_path / "out"), "--num_workers", "0"]) == 0
 
     lines = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
     rows = {line.split(",")[0]: line.split(",", 1)[1] for line in lines[1:]}

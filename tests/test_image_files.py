@@ -17,7 +17,7 @@ from tiny_models import tiny_pim_config
 from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.data.fgvc_datasets import load_image_folders
 from modeling_pim.data.image_files import find_image_files, image_extensions
-from modeling_pim.tools import infer
+from modeling_pim.tools import pim_infer
 
 
 CLASSES = ["cardinal", "jay", "sparrow"]
@@ -118,7 +118,7 @@ def test_training_and_pim_infer_see_the_same_images(tmp_path, datasets_cache, ca
     assert "2 other files" in caplog.text and "4 hidden files or folders" in caplog.text
 
     output = tmp_path / "out"
-    assert infer.main([str(model_dir), str(root), "--output_dir", str(output), "--num_workers", "0"]) == 0
+    assert pim_infer.main([str(model_dir), str(root), "--output_dir", str(output), "--num_workers", "0"]) == 0
     results = json.loads((output / "infer_results.json").read_text())
     assert results["num_images"] == results["num_predicted"] == results["count"] == len(EXPECTED_IMAGES)
     assert results["ignored_files"] == ["cardinal/deeper/labels.csv", "cardinal/notes.txt"]

@@ -15,11 +15,11 @@ from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.data.image_files import load_image
+from modeling_pim.tools.pim_infer import main
 from modeling_pim.tools.infer import (
     UserInputError,
     evaluation_report,
     font_with_glyphs,
-    main,
     match_class_folders,
     plot_confusion_matrix,
     resolve_device,

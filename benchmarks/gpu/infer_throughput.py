@@ -1,7 +1,7 @@
 """
 Throughput of `pim-infer` (img/s) on a folder of class folders, through its command line entry point
-(`modeling_pim.tools.infer.main`): one untimed run on `--small` images (CUDA start-up, first kernels), then timed runs
-on `--small` images and on all of them; images per second = (all - small) / (time of all - time of small), so that
+(`modeling_pim.tools.pim_infer.main`): one untimed run on `--small` images (CUDA start-up, first kernels), then timed
+runs on `--small` images and on all of them; images per second = (all - small) / (time of all - time of small), so that
 loading the model and starting the DataLoader workers, the same in both runs, cancel out. The end-to-end rate of the
 full run (model loading included) is reported too.
 
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from modeling_pim.tools.infer import main as infer_main  # noqa: E402
+from modeling_pim.tools.pim_infer import main as infer_main  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.cache import cache_dir
+
 GENERATOR_VERSION = 1
 SPLITS = ("train", "validation", "test")
 INFO_FILENAME = "dataset_info.json"
@@ -85,10 +87,7 @@ def class_names(num_classes: int = DEFAULT_NUM_CLASSES) -> list[str]:
 
 def default_cache_dir() -> Path:
     """Returns where the synthetic dataset is cached: `$PIM_CACHE/synthetic` or `~/.cache/modeling_pim/synthetic`."""
-    if os.environ.get("PIM_CACHE"):
-        return Path(os.environ["PIM_CACHE"]).expanduser() / "synthetic"
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser()
-    return cache_home / "modeling_pim" / "synthetic"
+    return cache_dir("synthetic")
 
 
 def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:

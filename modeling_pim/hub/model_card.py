@@ -23,7 +23,7 @@ import timm
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..configuration_pim import PimConfig
+from .. import PimConfig
 
 
 METRICS_FILES = {"test": "test_results.json", "eval": "eval_results.json"}

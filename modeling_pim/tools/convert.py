@@ -1,7 +1,7 @@
 """
 Converts a checkpoint of the authors' FGVC-PIM code (github.com/chou141253/FGVC-PIM, `best.pt` =
 `{"model": state_dict, "optimizer": ..., "epoch": ...}` or a bare state dict) into a [`PimForImageClassification`]
-folder that `from_pretrained` loads.
+folder that `from_pretrained` loads; the work of `pim-convert` (its command line is [`modeling_pim.tools.pim_convert`]).
 
     pim-convert best.pt --backbone swin-t --num_classes 200 --output_dir pim-cub --class_names CUB_200_2011/classes.txt
 
@@ -19,23 +19,17 @@ folder that `from_pretrained` loads.
 Only tensors are read (`torch.load(..., weights_only=True)`): a file that needs to unpickle code is refused.
 """
 
-import argparse
 import math
 import pickle
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..configuration_pim import PimConfig
-from ..image_processing_pim import PimImageProcessor
-from ..modeling_pim import PimForImageClassification
-from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
+from .. import PimConfig, PimForImageClassification, PimImageProcessor
+from ..utils.cli import UserInputError
 
-
-BACKBONES = ("swin-t", "resnet50", "vit", "efficient")
 
 # Our keys: PimForImageClassification's base model under this prefix, its final classifier at the top.
 _BASE = f"{PimForImageClassification.base_model_prefix}."
@@ -151,7 +145,9 @@ def original_recipe(
         },
     }
     if backbone_name not in recipes:
-        raise ConversionError(f"--backbone must be one of {BACKBONES}, got {backbone_name!r}.")
+        raise ConversionError(
+            f"--backbone {backbone_name!r} is not a builder of the original code: use one of {', '.join(recipes)}."
+        )
     kwargs = dict(recipes[backbone_name])
     if image_size is not None:
         kwargs["image_size"] = image_size
@@ -477,71 +473,15 @@ def convert_checkpoint(
     return report
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="pim-convert",
-        description="Convert a checkpoint of the original FGVC-PIM code (best.pt) into a Hugging Face PIM model folder.",
-    )
-    parser.add_argument("checkpoint", help="the original best.pt ({'model': state_dict, ...}) or a bare state dict")
-    parser.add_argument("--backbone", required=True, choices=BACKBONES, help="the original builder (model_name)")
-    parser.add_argument("--num_classes", type=int, help="number of classes (default: read from the checkpoint)")
-    parser.add_argument("--output_dir", required=True, help="folder for the converted model")
-    parser.add_argument("--class_names", help="CUB classes.txt ('1 001.Black_footed_Albatross') or one name per line")
-    parser.add_argument("--image_size", type=int, help="input size (default: the builder's, or read from the checkpoint)")
-    parser.add_argument("--fpn_size", type=int, help="pyramid channels (default: read from the checkpoint)")
-    parser.add_argument("--num_selects", type=int, nargs="+", help="tokens kept per layer, e.g. 2048 512 128 32")
-    parser.add_argument(
-        "--resize_size",
-        type=int,
-        help="resize before the center crop (default: image_size * 510 / 384, i.e. 510 at 384; the original code "
-        "resized to 510 at every crop size: pass 510 to evaluate a 448 px model exactly as it did)",
-    )
-    parser.add_argument(
-        "--allow_missing",
-        action="store_true",
-        help="save even when checkpoint tensors have no place in the model or model tensors are not in the checkpoint",
-    )
-    add_debug_argument(parser)
-    return parser
-
-
-def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    if not Path(args.checkpoint).is_file():
-        raise UserInputError(
-            f"Checkpoint {args.checkpoint!r} does not exist or is not a file: give the original best.pt."
-        )
-    if args.class_names and not Path(args.class_names).is_file():
-        raise UserInputError(
-            f"--class_names {args.class_names!r} does not exist or is not a file: give CUB's classes.txt or a file "
-            "with one class name per line."
-        )
-    output_dir = check_output_directory(args.output_dir, "--output_dir")
-    try:
-        class_names = read_class_names(args.class_names) if args.class_names else None
-        report = convert_checkpoint(
-            args.checkpoint,
-            args.backbone,
-            output_dir,
-            num_classes=args.num_classes,
-            class_names=class_names,
-            image_size=args.image_size,
-            fpn_size=args.fpn_size,
-            num_selects=args.num_selects,
-            resize_size=args.resize_size,
-            allow_missing=args.allow_missing,
-        )
-    except ValueError as error:  # ConversionError, or a PimConfig / PimForImageClassification refusing the values
-        raise UserInputError(str(error)) from error
-    print(report.format())
-    print(f"Saved to {output_dir}: load it with PimForImageClassification.from_pretrained({str(output_dir)!r}).")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of `pim-convert`: 0 on success, 2 on a user error."""
-    return run_command("pim-convert", _run, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "ConversionError",
+    "ConversionReport",
+    "config_for_checkpoint",
+    "convert_checkpoint",
+    "convert_state_dict",
+    "guess_backbone",
+    "inspect_original",
+    "load_original_checkpoint",
+    "original_recipe",
+    "read_class_names",
+]

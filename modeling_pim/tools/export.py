@@ -1,6 +1,6 @@
 """
-Exports a trained PIM model for deployment: `pim-export MODEL --output model.onnx` (ONNX) or `--output model.pt2` (a
-`torch.export` program).
+Exports a trained PIM model for deployment: the work of `pim-export MODEL --output model.onnx` (ONNX) or `--output
+model.pt2` (a `torch.export` program); its command line is [`modeling_pim.tools.pim_export`].
 
 `MODEL` is a folder written by `save_pretrained` or a Hub model id, loaded as `pim-infer` loads it
 (`trust_remote_code=True`). The exported graph takes `pixel_values` `(batch, 3, image_size, image_size)`, float32,
@@ -8,7 +8,8 @@ normalised as the model's image processor does (`preprocessor_config.json`), wit
 `logits` `(batch, num_labels)` only: the final head. `config.id2label` travels with it (ONNX metadata property
 `id2label`, `.pt2` extra file `id2label.json`, both JSON).
 
-- ONNX: `torch.onnx.export(..., dynamo=True)` (the `torch.export`-based exporter), opset 18 by default (`--opset`), the
+- ONNX: `torch.onnx.export(..., dynamo=True)` (the `torch.export`-based exporter), at the opset asked for (`--opset`, 18
+  by default), the
   weights inside the file (in `<output>.data` beside it only for models over 2 GB).
 - `.pt2`: `torch.export.export` saved with `torch.export.save`; load it with `torch.export.load(path).module()`.
 
@@ -17,27 +18,19 @@ Before anything is written, the exported program is run (onnxruntime's CPU provi
 absolute logit difference exceeds `--tolerance` (1e-4), the command fails (exit 2) and leaves no file.
 """
 
-import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Sequence
-from importlib.util import find_spec
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..utils.cli import UserInputError, add_debug_argument, check_output_file, run_command
-from .infer import load_model_and_processor
+from ..utils.cli import UserInputError
 
 
-FORMATS = (".onnx", ".pt2")
-ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-DEFAULT_OPSET = 18
-DEFAULT_TOLERANCE = 1e-4
 CHECK_BATCH_SIZES = (1, 3)
 EXAMPLE_BATCH_SIZE = 2  # traced with 2 images, so that the batch axis is not specialised to 1
 
@@ -107,13 +100,12 @@ def largest_logit_difference(model: nn.Module, exported: Callable[[torch.Tensor]
     return difference
 
 
-def export_model(
-    model: nn.Module, output: str | os.PathLike, opset: int = DEFAULT_OPSET, tolerance: float = DEFAULT_TOLERANCE
-) -> float:
+def export_model(model: nn.Module, output: str | os.PathLike, opset: int, tolerance: float) -> float:
     """
     Exports `model` (a [`PimForImageClassification`], or any model with `config.image_size` whose output has
-    `logits`) to `output` (`.onnx` or `.pt2`, see the module docstring) and returns the largest absolute logit
-    difference found when checking it.
+    `logits`) to `output` (`.onnx` or `.pt2`, see the module docstring) at ONNX `opset` and returns the largest
+    absolute logit difference found when checking it (the command's defaults: `pim_export.DEFAULT_OPSET`,
+    `pim_export.DEFAULT_TOLERANCE`).
 
     Raises:
         `ExportVerificationError`: that difference exceeds `tolerance`; no file was written.
@@ -148,59 +140,4 @@ def export_model(
     return difference
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="pim-export",
-        description="Export a trained PIM model to ONNX or to a torch.export program (pixel_values -> logits), "
-        "checked against PyTorch before it is written.",
-    )
-    parser.add_argument(
-        "model", help="A folder written by save_pretrained (e.g. the output_dir of train_pim.py) or a Hub model id."
-    )
-    parser.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub model (default: main).")
-    parser.add_argument("--output", required=True, help="model.onnx (ONNX) or model.pt2 (torch.export program).")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset version (default: %(default)s).")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE,
-        help="Largest absolute logit difference from PyTorch accepted when checking the export (default: %(default)g).",
-    )
-    add_debug_argument(parser)
-    args = parser.parse_args(argv)
-    if args.tolerance <= 0:
-        parser.error(f"--tolerance must be positive, got {args.tolerance}.")
-    return args
-
-
-def _run(argv: list[str]) -> int:
-    args = parse_args(argv)
-    output = check_output_file(args.output, "--output", FORMATS, ".onnx")
-    missing = [package for package in ONNX_PACKAGES if find_spec(package) is None]
-    if output.suffix.lower() == ".onnx" and missing:
-        raise UserInputError(
-            f"--output {args.output!r}: ONNX export needs {', '.join(ONNX_PACKAGES)}, and {', '.join(missing)} "
-            "is not installed: pip install 'modeling-pim[export]' (or write a .pt2 program, which needs torch only)."
-        )
-    model, _ = load_model_and_processor(args.model, torch.device("cpu"), revision=args.revision)
-    difference = export_model(model, output, opset=args.opset, tolerance=args.tolerance)
-    size = model.config.image_size
-    what = f"ONNX opset {args.opset}" if output.suffix.lower() == ".onnx" else "torch.export program"
-    print(
-        f"Wrote {output} ({what}): pixel_values (batch, 3, {size}, {size}) float32 -> logits (batch, "
-        f"{model.config.num_labels}); largest |logit difference| from PyTorch {difference:.3g} on batches of "
-        f"{' and '.join(map(str, CHECK_BATCH_SIZES))} random images (tolerance {args.tolerance:g})."
-    )
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `pim-export`: 0 on success, 2 on a user error or when the export does not match PyTorch."""
-    return run_command("pim-export", _run, argv)
-
-
-__all__ = ["ExportVerificationError", "LogitsOnly", "export_model", "largest_logit_difference", "main"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["CHECK_BATCH_SIZES", "ExportVerificationError", "LogitsOnly", "export_model", "largest_logit_difference"]

@@ -1,5 +1,6 @@
 """
-Class-aware heatmaps of a PIM model: `pim-heatmap MODEL IMAGE --output OUT.png [--target_class NAME|ID]`.
+Class-aware heatmaps of a PIM model: the work of `pim-heatmap MODEL IMAGE --output OUT.png [--target_class NAME|ID]`
+(its command line is [`modeling_pim.tools.pim_heatmap`]).
 
 For a class `c` (the predicted class, or `--target_class`), every layer's token classifier scores each of its tokens:
 `token_logits[i][:, :, c]`, a `(h_i, w_i)` map once put back on the layer's grid. The maps are upsampled to the model
@@ -21,8 +22,8 @@ image and tell nothing.
 import argparse
 import difflib
 import os
-import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
@@ -33,16 +34,13 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel
 
-from ..utils.cli import UserInputError, add_debug_argument, check_output_file, run_command
 from ..data.image_files import load_image
 from ..image_processing_pim import image_to_rgb
-from .infer import add_model_arguments, load_model_and_processor, resolve_device, resolve_dtype
+from ..utils.cli import UserInputError
+from .infer import load_model_and_processor, resolve_device, resolve_dtype
 
 
 LAYER_COLOURS = ("#00e5ff", "#76ff03", "#ffea00", "#ff3d00", "#d500f9", "#ffffff")
-# The formats `Figure.savefig` writes without extra libraries; a name without an extension gets `.png`.
-FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".pdf", ".svg", ".eps", ".ps")
-DEFAULT_FIGURE_SUFFIX = ".png"
 # Longest side, in pixels, at which the image is drawn: a panel of the figure is about 500 pixels wide.
 MAX_DRAWN_SIDE = 1024
 
@@ -271,30 +269,11 @@ def render_heatmap(
     return result, title
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="pim-heatmap",
-        description="Class-aware heatmap of a PIM model on one image, with the tokens its selector kept.",
-    )
-    add_model_arguments(parser)
-    add_debug_argument(parser)
-    parser.add_argument("image", help="The image file.")
-    parser.add_argument(
-        "--output",
-        required=True,
-        help=f"Figure file to write: {', '.join(FIGURE_SUFFIXES)}; a name without an extension gets .png.",
-    )
-    parser.add_argument(
-        "--target_class",
-        default=None,
-        help="Class to map, by name (config.json id2label) or id; default: the predicted class.",
-    )
-    return parser.parse_args(argv)
-
-
-def run_heatmap(args: argparse.Namespace) -> tuple[str, str]:
-    """Runs `pim-heatmap` with parsed arguments; returns the figure's title and the file written."""
-    output = check_output_file(args.output, "--output", FIGURE_SUFFIXES, DEFAULT_FIGURE_SUFFIX)
+def run_heatmap(args: argparse.Namespace, output: Path) -> str:
+    """
+    Runs `pim-heatmap` with parsed arguments, writing the figure to `output` (its folder is created); returns the
+    figure's title.
+    """
     if not os.path.isfile(args.image):
         raise UserInputError(f"Image {args.image!r} does not exist or is not a file.")
     try:
@@ -311,31 +290,16 @@ def run_heatmap(args: argparse.Namespace) -> tuple[str, str]:
         _, title = render_heatmap(model, processor, original, output, target, resolve_dtype(args.dtype, model.device))
     except ValueError as error:
         raise UserInputError(str(error)) from error
-    return title, str(output)
-
-
-def _run(argv: list[str]) -> int:
-    title, output = run_heatmap(parse_args(argv))
-    print(f"{title}\nWrote {output}.")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `pim-heatmap`: 0 on success, 2 on a user error."""
-    return run_command("pim-heatmap", _run, argv)
+    return title
 
 
 __all__ = [
     "HeatmapResult",
     "compute_heatmap",
     "drawn_image",
-    "main",
     "model_view",
     "plot_heatmap",
     "render_heatmap",
     "resolve_target_class",
+    "run_heatmap",
 ]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,6 @@
 """
-Batch inference with a trained PIM model on a folder of images: `pim-infer MODEL IMAGES_DIR --output_dir OUT`.
+Batch inference with a trained PIM model on a folder of images: the work of `pim-infer MODEL IMAGES_DIR --output_dir
+OUT` (its command line is [`modeling_pim.tools.pim_infer`]).
 
 `MODEL` is a folder written by `save_pretrained` (a training `output_dir` or a `checkpoint-*` folder) or a Hub model
 id, loaded with `trust_remote_code=True`: the model's own code is run, so only give Hub ids you trust. `IMAGES_DIR` is
@@ -36,7 +37,6 @@ import difflib
 import json
 import os
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +57,7 @@ from transformers.utils import cached_file, logging
 from ..data.image_files import ImageFiles, find_image_files, load_image
 from ..image_processing_pim import PimImageProcessor
 from ..training.metrics import classification_metrics
-from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
+from ..utils.cli import UserInputError, check_output_directory
 
 
 logger = logging.get_logger(__name__)
@@ -620,88 +620,17 @@ def print_summary(results: dict[str, Any], output_dir: str) -> None:
     print(f"Wrote {', '.join(str(Path(output_dir) / name) for name in written)}.")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `model`, `--revision`, `--device` and `--dtype` arguments shared by `pim-infer` and `pim-heatmap`."""
-    parser.add_argument(
-        "model", help="A folder written by save_pretrained (e.g. the output_dir of train_pim.py) or a Hub model id."
-    )
-    parser.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub model (default: main).")
-    parser.add_argument(
-        "--device", default="auto", help="'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."
-    )
-    parser.add_argument(
-        "--dtype",
-        default="auto",
-        choices=("auto", "float32", "bfloat16"),
-        help="Compute precision: 'auto' is bfloat16 autocast on a GPU that supports it, float32 otherwise.",
-    )
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="pim-infer",
-        description="Classify a folder of images with a trained PIM model; with class folders, also measure accuracy.",
-    )
-    add_model_arguments(parser)
-    add_debug_argument(parser)
-    parser.add_argument(
-        "images_dir",
-        help="A flat folder of images (predictions only) or a folder of <class name>/ folders (and accuracy).",
-    )
-    parser.add_argument("--output_dir", required=True, help="Where predictions.csv, infer_results.json and plots go.")
-    parser.add_argument("--top_k", type=int, default=5, help="Number of classes per image in predictions.csv.")
-    parser.add_argument("--batch_size", type=int, default=32, help="Images per forward pass.")
-    parser.add_argument(
-        "--num_workers",
-        type=int,
-        default=min(8, os.cpu_count() or 1),
-        help="DataLoader processes decoding images (0: decode in the main process).",
-    )
-    parser.add_argument(
-        "--ignore_labels",
-        action="store_true",
-        help="Treat every image under images_dir as unlabeled, even in class folders (no accuracy).",
-    )
-    args = parser.parse_args(argv)
-    for name in ("top_k", "batch_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
-    if args.num_workers < 0:
-        parser.error(f"--num_workers must be 0 or more, got {args.num_workers}.")
-    return args
-
-
-def _run(argv: list[str]) -> int:
-    args = parse_args(argv)
-    results = run_inference(args)
-    print_summary(results, args.output_dir)
-    if not results["num_predicted"]:
-        raise UserInputError(
-            f"none of the {results['num_images']} image files could be read (reasons in "
-            f"{Path(args.output_dir) / RESULTS_FILENAME}): check that {results['images_dir']!r} holds images PIL opens."
-        )
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of `pim-infer`: 0 on success, 2 on a user error or when no image could be read."""
-    return run_command("pim-infer", _run, argv)
-
-
 __all__ = [
     "collect_images",
     "evaluation_report",
     "font_with_glyphs",
     "list_image_folder",
     "load_model_and_processor",
-    "main",
     "match_class_folders",
     "plot_confusion_matrix",
     "predict",
+    "print_summary",
     "resolve_device",
     "resolve_dtype",
+    "run_inference",
 ]
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from ..modeling_pim import PimForImageClassification
+from .. import PimForImageClassification
 
 
 logger = logging.getLogger(__name__)

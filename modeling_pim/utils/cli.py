@@ -14,21 +14,30 @@ Known library errors are translated here, once for every entry point:
 - `json.JSONDecodeError` while reading a `.json` file (a damaged `config.json` or `preprocessor_config.json`): the file
   is named with the line and column.
 
+Entry points whose parser is slow to build (`train_pim.py`'s, from transformers' `TrainingArguments`) cache their help
+text ([`cache_help`]) and print it from the cache before importing anything heavy ([`print_cached_help`]).
+
 This module imports neither torch nor transformers, so that `--help` and argument errors answer at once.
 """
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import os
+import shutil
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .cache import cache_dir
+
 
 DEBUG_ENVIRONMENT_VARIABLE = "PIM_DEBUG"
 DEBUG_FLAG = "--debug"
+HELP_FLAGS = ("-h", "--help")
 USER_ERROR_EXIT_CODE = 2
 
 
@@ -37,6 +46,11 @@ class UserInputError(Exception):
     A problem the user can fix (a path, an id, a flag value): its message names the file or flag, the value and the
     fix. Entry points run through [`run_command`] report it on one line, without a traceback.
     """
+
+
+def _before_double_dash(argv: Sequence[str]) -> list[str]:
+    arguments = list(argv)
+    return arguments[: arguments.index("--")] if "--" in arguments else arguments
 
 
 def add_debug_argument(parser: argparse.ArgumentParser) -> None:
@@ -50,10 +64,57 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
 
 def debug_requested(argv: Sequence[str]) -> bool:
     """Whether `argv` holds `--debug` (before any `--`) or the environment sets `PIM_DEBUG` to a value other than 0."""
-    arguments = list(argv)
-    if "--" in arguments:
-        arguments = arguments[: arguments.index("--")]
-    return DEBUG_FLAG in arguments or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "0").strip() not in ("", "0")
+    in_arguments = DEBUG_FLAG in _before_double_dash(argv)
+    return in_arguments or os.environ.get(DEBUG_ENVIRONMENT_VARIABLE, "0").strip() not in ("", "0")
+
+
+def help_requested(argv: Sequence[str]) -> bool:
+    """Whether `argv` asks for `-h` / `--help` (before any `--`), which argparse answers whatever else it holds."""
+    return any(flag in _before_double_dash(argv) for flag in HELP_FLAGS)
+
+
+def _help_cache_file(program: str, script: str | os.PathLike, distributions: Sequence[str]) -> Path:
+    """
+    Where the help text of `program` is cached: a file named by a digest of everything the text depends on (the
+    script and every module of this package, the versions of `distributions`, Python's version and the terminal
+    width argparse wraps to), so that any change makes a new cache entry.
+    """
+    digest = hashlib.sha256()
+    versions = [f"{name}=={importlib.metadata.version(name)}" for name in distributions]
+    width = shutil.get_terminal_size().columns
+    digest.update("\n".join([program, sys.version, str(width), *versions]).encode())
+    package = Path(__file__).resolve().parents[1]
+    for source in [Path(script), *sorted(package.rglob("*.py"))]:
+        digest.update(source.read_bytes())
+    return cache_dir("help") / f"{program}-{digest.hexdigest()[:20]}.txt"
+
+
+def print_cached_help(
+    program: str, script: str | os.PathLike, distributions: Sequence[str], argv: Sequence[str]
+) -> None:
+    """
+    When `argv` asks for help and the help text of `program` was cached ([`cache_help`]) for the same sources and
+    versions, prints it and exits with 0, as argparse would, without importing anything heavy. Otherwise returns.
+    """
+    if not help_requested(argv):
+        return
+    path = _help_cache_file(program, script, distributions)
+    if path.is_file():
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+        sys.exit(0)
+
+
+def cache_help(program: str, script: str | os.PathLike, distributions: Sequence[str], text: str) -> None:
+    """
+    Caches the help text of a parser that is slow to build (e.g. one built from transformers' `TrainingArguments`,
+    which imports torch), for [`print_cached_help`]. A cache that cannot be written is skipped.
+    """
+    path = _help_cache_file(program, script, distributions)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError:
+        pass
 
 
 def _exception_chain(error: BaseException) -> Iterator[BaseException]:
@@ -222,7 +283,10 @@ def check_output_file(path: str | os.PathLike, flag: str, suffixes: Sequence[str
 __all__ = [
     "UserInputError",
     "add_debug_argument",
+    "cache_help",
     "debug_requested",
+    "help_requested",
+    "print_cached_help",
     "check_output_directory",
     "check_output_file",
     "run_command",
