@@ -43,6 +43,7 @@ def run_help(program: str, runner: str, target: str, cache: Path) -> tuple[str, 
         ("pim-infer", "run_module", "modeling_pim.tools.pim_infer"),
         ("pim-heatmap", "run_module", "modeling_pim.tools.pim_heatmap"),
         ("pim-convert", "run_module", "modeling_pim.tools.pim_convert"),
+        ("pim-export", "run_module", "modeling_pim.tools.pim_export"),
         ("push_to_hub.py", "run_path", str(ROOT / "push_to_hub.py")),
     ],
 )
