@@ -9,6 +9,7 @@ from transformers import PretrainedConfig
 FEATURE_TAPS = ("stages", "paper")
 PROJECTION_TYPES = ("Linear", "Conv")
 UPSAMPLE_TYPES = ("Bilinear", "Conv")
+SELECTION_RULES = ("max_probability", "predicted_class")
 
 
 class PimConfig(PretrainedConfig):
@@ -16,7 +17,9 @@ class PimConfig(PretrainedConfig):
     Configuration of a [`PimForImageClassification`]: a timm backbone whose multi-scale features go through a feature
     pyramid, a weakly supervised selector that keeps the most discriminative tokens of every layer and a graph
     convolution combiner that fuses them (Chou et al., "A Novel Plug-in Module for Fine-grained Visual
-    Classification", arXiv 2202.03822).
+    Classification", arXiv 2202.03822). The same model is HERBS (Chou et al., "Fine-grained Visual Classification
+    with High-temperature Refinement and Background Suppression", arXiv 2303.06442) with `use_bottom_up_fpn=True`,
+    `selection_rule="predicted_class"` and `lambda_b0 > 0`: see `configuration/cub200_herbs_swin_large_384.yaml`.
 
     Args:
         backbone (`str`, *optional*, defaults to `"resnet50"`):
@@ -77,6 +80,29 @@ class PimConfig(PretrainedConfig):
             and the pooled linear head when every module is off): the target is `1 - ε` on the true class plus
             `ε / num_labels` on every class, as in `torch.nn.functional.cross_entropy(label_smoothing=ε)` (Szegedy et
             al., arXiv 1512.00567, §7). The dropped-token loss has no class target and does not change.
+        use_bottom_up_fpn (`bool`, *optional*, defaults to `False`):
+            HERBS: after the top-down pyramid (requires `use_fpn`), a bottom-up one: every layer projected again
+            (Linear → ReLU → Linear, `fpn_size` channels), then from the shallowest layer down
+            `x[i+1] = x[i+1] + downsample_i(x[i])` (`upsample_type="Conv"`: a learned 1×1 Conv1d over the token axis
+            from `N_i` to `N_{i+1}` tokens, the authors' choice; `"Bilinear"`: bilinear resizing to the coarser map,
+            our extension for CNNs), with its own token classifiers. The selector, the combiner and `lambda_b` then
+            use the bottom-up layers; the top-down layers keep their classifiers, trained by the refinement term
+            (`lambda_b0`). As in the authors' code, with `upsample_type="Conv"` both pyramids then use a learned
+            Conv1d also between layers with the same number of tokens (PIM uses the identity there).
+        selection_rule (`str`, *optional*, defaults to `"max_probability"`):
+            How the selector ranks a layer's tokens: `"max_probability"` (PIM: a token's highest softmax probability)
+            or `"predicted_class"` (HERBS: its softmax probability of the class the layer predicts, i.e. the argmax of
+            the softmax of the layer's mean logits).
+        lambda_b0 (`float`, *optional*, defaults to `0.0`):
+            HERBS' high-temperature refinement: weight of `sum_i KL(p_i ‖ q_i)`, where `p_i = softmax(bottom-up token
+            logits / T)` (detached: the target) and `q_i = softmax(top-down token logits / T)` of layer `i`, averaged
+            over batch, tokens and classes as the authors' `nn.KLDivLoss()` does. Requires `use_bottom_up_fpn`; at 0
+            the top-down token classifiers get no gradient (under DDP, set `ddp_find_unused_parameters=True`).
+        refinement_temperature (`float`, *optional*, defaults to `64.0`):
+            The temperature `T` of the refinement term at the first epoch.
+        refinement_temperature_halving_epochs (`int`, *optional*, defaults to `10`):
+            `T` is halved every this many epochs: `T = refinement_temperature * 0.5 ** (epoch // this)`, epoch counted
+            from 0. The trainer sets the epoch ([`PimForImageClassification.set_refinement_epoch`]).
 
     The usual `num_labels`, `id2label` and `label2id` are inherited from [`PretrainedConfig`].
 
@@ -102,6 +128,10 @@ class PimConfig(PretrainedConfig):
         "loss_selected",
         "loss_dropped",
         "loss_combiner",
+        "top_down_layer_logits",
+        "top_down_token_logits",
+        "selection_thresholds",
+        "loss_refinement",
     ]
 
     backbone: str = "resnet50"
@@ -125,6 +155,11 @@ class PimConfig(PretrainedConfig):
     lambda_n: float = 5.0
     lambda_c: float = 1.0
     label_smoothing: float = 0.0
+    use_bottom_up_fpn: bool = False
+    selection_rule: str = "max_probability"
+    lambda_b0: float = 0.0
+    refinement_temperature: float = 64.0
+    refinement_temperature_halving_epochs: int = 10
 
     def __post_init__(self, **kwargs):
         self.backbone_kwargs = dict(self.backbone_kwargs or {})
@@ -171,11 +206,34 @@ class PimConfig(PretrainedConfig):
                 )
             if any(count <= 0 for count in self.num_selects):
                 raise ValueError(f"Every entry of `num_selects` must be positive, got {self.num_selects}.")
+        self._validate_herbs()
         if self.use_combiner and sum(self.num_selects) < self.tokens_per_graph_node:
             raise ValueError(
                 f"The combiner pools sum(num_selects)={sum(self.num_selects)} tokens into graph nodes of "
                 f"tokens_per_graph_node={self.tokens_per_graph_node}: select more tokens or lower "
                 "`tokens_per_graph_node`."
+            )
+
+    def _validate_herbs(self) -> None:
+        if self.selection_rule not in SELECTION_RULES:
+            raise ValueError(f"`selection_rule` must be one of {SELECTION_RULES}, got {self.selection_rule!r}.")
+        if self.use_bottom_up_fpn and not self.use_fpn:
+            raise ValueError(
+                "`use_bottom_up_fpn=True` adds a bottom-up pass over the top-down feature pyramid: set `use_fpn=True`."
+            )
+        if self.lambda_b0 < 0:
+            raise ValueError(f"`lambda_b0` must be 0 or more, got {self.lambda_b0}.")
+        if self.lambda_b0 and not self.use_bottom_up_fpn:
+            raise ValueError(
+                f"`lambda_b0`={self.lambda_b0} weights the refinement of the top-down pyramid by the bottom-up one: "
+                "set `use_bottom_up_fpn=True`, or `lambda_b0=0`."
+            )
+        if self.refinement_temperature <= 0:
+            raise ValueError(f"`refinement_temperature` must be positive, got {self.refinement_temperature}.")
+        if self.refinement_temperature_halving_epochs <= 0:
+            raise ValueError(
+                "`refinement_temperature_halving_epochs` must be a positive number of epochs, got "
+                f"{self.refinement_temperature_halving_epochs}."
             )
 
 

@@ -5,6 +5,10 @@ timm backbone → L feature maps (B, C_i, h_i, w_i) → [FeaturePyramid] (B, D, 
 (B, N_i, K) → [WeaklySupervisedSelector] S_i most confident tokens per layer → [GraphCombiner] (B, D) → classifier
 (B, K).
 
+HERBS (Chou et al., arXiv 2303.06442; `use_bottom_up_fpn`, `selection_rule="predicted_class"`, `lambda_b0`) is the
+same model with a [BottomUpFeaturePyramid] after the top-down one: the top-down layers keep token classifiers of their
+own (the students of the refinement term), the selector and the combiner read the bottom-up layers.
+
 Base model and head, as transformers' ConvNeXt and Swin split them:
 
 - [`PimModel`] (the base model, `AutoModel`) runs everything up to the fine-grained embedding `pooler_output`
@@ -64,6 +68,14 @@ class PimModelOutput(ModelOutput):
             Logits of the tokens the selector dropped.
         selected_indices (`tuple(torch.LongTensor)` of shape `(B, S_i)` per layer, *optional*):
             Row-major positions of the selected tokens in their layer's feature map.
+        selection_thresholds (`tuple(torch.FloatTensor)` of shape `(B,)` per layer, *optional*):
+            The selector's score of the highest-ranked dropped token of every sample (0 when a layer keeps all its
+            tokens): HERBS' per-sample threshold.
+        top_down_layer_logits (`tuple(torch.FloatTensor)` of shape `(B, K)` per layer, *optional*):
+            With `use_bottom_up_fpn`: mean of the top-down pyramid's token logits.
+        top_down_token_logits (`tuple(torch.FloatTensor)` of shape `(B, N_i, K)` per layer, *optional*):
+            With `use_bottom_up_fpn`: logits of every token of the top-down pyramid (the other logits are then the
+            bottom-up pyramid's).
     """
 
     pooler_output: torch.FloatTensor | None = None
@@ -73,6 +85,9 @@ class PimModelOutput(ModelOutput):
     selected_token_logits: tuple[torch.FloatTensor, ...] | None = None
     dropped_token_logits: tuple[torch.FloatTensor, ...] | None = None
     selected_indices: tuple[torch.LongTensor, ...] | None = None
+    selection_thresholds: tuple[torch.FloatTensor, ...] | None = None
+    top_down_layer_logits: tuple[torch.FloatTensor, ...] | None = None
+    top_down_token_logits: tuple[torch.FloatTensor, ...] | None = None
 
 
 @dataclass
@@ -82,9 +97,9 @@ class PimImageClassifierOutput(ModelOutput):
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
-            `lambda_b * loss_layers + lambda_s * loss_selected + lambda_n * loss_dropped + lambda_c * loss_combiner`,
-            or the cross-entropy of `logits` when every PIM module is off. Every cross-entropy uses
-            `config.label_smoothing`.
+            `lambda_b * loss_layers + lambda_s * loss_selected + lambda_n * loss_dropped + lambda_c * loss_combiner
+            + lambda_b0 * loss_refinement`, or the cross-entropy of `logits` when every PIM module is off. Every
+            cross-entropy uses `config.label_smoothing`.
         logits (`torch.FloatTensor` of shape `(B, K)`):
             The final head: the combiner's logits, or the deepest layer's when the combiner is off, or the pooled
             linear head's when every module is off. *The* prediction of the model.
@@ -98,6 +113,15 @@ class PimImageClassifierOutput(ModelOutput):
             Logits of the tokens the selector dropped.
         selected_indices (`tuple(torch.LongTensor)` of shape `(B, S_i)` per layer, *optional*):
             Row-major positions of the selected tokens in their layer's feature map (for visualisation).
+        selection_thresholds (`tuple(torch.FloatTensor)` of shape `(B,)` per layer, *optional*):
+            The selector's score (see `selection_rule`) of the highest-ranked dropped token of every sample, 0 when a
+            layer keeps all its tokens. HERBS' per-sample threshold; the authors' loss does not use it.
+        top_down_layer_logits (`tuple(torch.FloatTensor)` of shape `(B, K)` per layer, *optional*):
+            With `use_bottom_up_fpn`: mean of the top-down pyramid's token logits (the authors' "FPN1_" heads).
+            Diagnostics, not predictions to pick from.
+        top_down_token_logits (`tuple(torch.FloatTensor)` of shape `(B, N_i, K)` per layer, *optional*):
+            With `use_bottom_up_fpn`: logits of every token of the top-down pyramid (`layer_logits`, `token_logits`
+            and the selector then belong to the bottom-up pyramid).
         loss_layers (`torch.FloatTensor` of shape `()`, *optional*):
             Sum over layers of the cross-entropy of `layer_logits`.
         loss_selected (`torch.FloatTensor` of shape `()`, *optional*):
@@ -106,6 +130,9 @@ class PimImageClassifierOutput(ModelOutput):
             Sum over layers of the mean squared error between `tanh(dropped_token_logits)` and -1.
         loss_combiner (`torch.FloatTensor` of shape `()`, *optional*):
             Cross-entropy of the combiner's logits.
+        loss_refinement (`torch.FloatTensor` of shape `()`, *optional*):
+            With `use_bottom_up_fpn`: sum over layers of the high-temperature refinement KL divergence (see
+            `PimConfig.lambda_b0`) at the current temperature.
     """
 
     loss: torch.FloatTensor | None = None
@@ -115,10 +142,14 @@ class PimImageClassifierOutput(ModelOutput):
     selected_token_logits: tuple[torch.FloatTensor, ...] | None = None
     dropped_token_logits: tuple[torch.FloatTensor, ...] | None = None
     selected_indices: tuple[torch.LongTensor, ...] | None = None
+    selection_thresholds: tuple[torch.FloatTensor, ...] | None = None
+    top_down_layer_logits: tuple[torch.FloatTensor, ...] | None = None
+    top_down_token_logits: tuple[torch.FloatTensor, ...] | None = None
     loss_layers: torch.FloatTensor | None = None
     loss_selected: torch.FloatTensor | None = None
     loss_dropped: torch.FloatTensor | None = None
     loss_combiner: torch.FloatTensor | None = None
+    loss_refinement: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -129,6 +160,7 @@ class TokenSelection:
     logits: list[torch.Tensor]
     dropped_logits: list[torch.Tensor]
     indices: list[torch.Tensor]
+    thresholds: list[torch.Tensor]
 
 
 def _is_swin(model: nn.Module) -> bool:
@@ -259,8 +291,9 @@ class FeaturePyramid(nn.Module):
         )
         if self.upsample_type == "Conv":
             token_counts = [side * side for side in grid_sizes]
+            # HERBS learns a token mixing also between layers with as many tokens; PIM keeps them as they are.
             self.token_upsamplers = nn.ModuleList(
-                nn.Identity() if fine == coarse else nn.Conv1d(coarse, fine, 1)
+                nn.Identity() if fine == coarse and not config.use_bottom_up_fpn else nn.Conv1d(coarse, fine, 1)
                 for fine, coarse in zip(token_counts[:-1], token_counts[1:])
             )
 
@@ -283,6 +316,41 @@ class FeaturePyramid(nn.Module):
         for i in range(len(pyramid) - 1, 0, -1):
             fine = pyramid[i - 1]
             pyramid[i - 1] = fine + self._upsample(pyramid[i], i - 1, tuple(fine.shape[-2:]))
+        return pyramid
+
+
+class BottomUpFeaturePyramid(nn.Module):
+    """
+    HERBS' bottom-up pass over the top-down pyramid: every layer projected again (Linear → ReLU → Linear, `fpn_size`
+    channels), then from the shallowest layer down `x[i+1] = x[i+1] + downsample_i(x[i])` (HERBS, Chou et al. 2023).
+    """
+
+    def __init__(self, grid_sizes: list[int], config: PimConfig):
+        super().__init__()
+        self.downsample_type = config.upsample_type
+        self.projections = nn.ModuleList(
+            LayerProjection(config.fpn_size, config.fpn_size, config.proj_type) for _ in grid_sizes
+        )
+        if self.downsample_type == "Conv":
+            token_counts = [side * side for side in grid_sizes]
+            self.token_downsamplers = nn.ModuleList(
+                nn.Conv1d(fine, coarse, 1) for fine, coarse in zip(token_counts[:-1], token_counts[1:])
+            )
+
+    def _downsample(self, fine: torch.Tensor, index: int, size: tuple[int, int]) -> torch.Tensor:
+        if self.downsample_type == "Conv":
+            batch_size, channels = fine.shape[:2]
+            tokens = self.token_downsamplers[index](_tokens(fine))  # (B, N_{i+1}, D)
+            return tokens.transpose(1, 2).reshape(batch_size, channels, *size)
+        if fine.shape[-2:] == size:
+            return fine
+        return F.interpolate(fine, size=size, mode="bilinear", align_corners=False)
+
+    def forward(self, features: list[torch.Tensor]) -> list[torch.Tensor]:
+        pyramid = [projection(feature) for projection, feature in zip(self.projections, features)]
+        for i in range(len(pyramid) - 1):
+            coarse = pyramid[i + 1]
+            pyramid[i + 1] = coarse + self._downsample(pyramid[i], i, tuple(coarse.shape[-2:]))
         return pyramid
 
 
@@ -314,27 +382,41 @@ class TokenClassifier(nn.Module):
 
 class WeaklySupervisedSelector(nn.Module):
     """
-    Keeps, per layer and sample, the `num_selects[i]` tokens whose class distribution is most confident (highest max
-    softmax probability), most confident first; the other tokens are dropped. Batched `topk` + `gather`.
+    Keeps, per layer and sample, the `num_selects[i]` tokens with the highest score, highest first; the other tokens
+    are dropped. The score is a token's highest softmax probability (`rule="max_probability"`, PIM) or its softmax
+    probability of the class the layer predicts from its mean logits (`"predicted_class"`, HERBS). Batched `topk` +
+    `gather`; the score of the first dropped token is every sample's threshold.
     """
 
-    def __init__(self, num_selects: list[int]):
+    def __init__(self, num_selects: list[int], rule: str = "max_probability"):
         super().__init__()
         self.num_selects = list(num_selects)
+        self.rule = rule
+
+    def score(self, logits: torch.Tensor) -> torch.Tensor:
+        """`(B, N, K)` token logits → `(B, N)` scores in [0, 1] the tokens are ranked by."""
+        probabilities = logits.detach().softmax(dim=-1)
+        if self.rule == "max_probability":
+            return probabilities.amax(dim=-1)
+        predicted = logits.detach().mean(1).softmax(dim=-1).argmax(dim=-1)  # (B,)
+        return probabilities.gather(2, predicted[:, None, None].expand(-1, logits.shape[1], 1)).squeeze(2)
 
     def forward(self, tokens: list[torch.Tensor], token_logits: list[torch.Tensor]) -> TokenSelection:
-        selection = TokenSelection(features=[], logits=[], dropped_logits=[], indices=[])
+        selection = TokenSelection(features=[], logits=[], dropped_logits=[], indices=[], thresholds=[])
         for features, logits, num_select in zip(tokens, token_logits, self.num_selects):
             num_tokens = logits.shape[1]
-            confidence = logits.detach().softmax(dim=-1).amax(dim=-1)  # (B, N)
-            selected = confidence.topk(num_select, dim=1).indices  # (B, S)
-            # The selected tokens get a confidence below any softmax value, so the top N - S of what is left are
-            # exactly the dropped tokens, even when confidences tie.
-            dropped = confidence.scatter(1, selected, -1.0).topk(num_tokens - num_select, dim=1).indices
+            score = self.score(logits)  # (B, N)
+            selected = score.topk(num_select, dim=1).indices  # (B, S)
+            # The selected tokens get a score below any softmax value, so the top N - S of what is left are exactly
+            # the dropped tokens, even when scores tie.
+            dropped_scores, dropped = score.scatter(1, selected, -1.0).topk(num_tokens - num_select, dim=1)
             selection.features.append(features.gather(1, selected[..., None].expand(-1, -1, features.shape[-1])))
             selection.logits.append(logits.gather(1, selected[..., None].expand(-1, -1, logits.shape[-1])))
             selection.dropped_logits.append(logits.gather(1, dropped[..., None].expand(-1, -1, logits.shape[-1])))
             selection.indices.append(selected)
+            selection.thresholds.append(
+                dropped_scores[:, 0] if num_tokens > num_select else score.new_zeros(score.shape[0])
+            )
         return selection
 
 
@@ -521,12 +603,19 @@ class PimModel(PimPreTrainedModel):
                     )
 
         self.feature_pyramid = None
+        self.bottom_up_pyramid = None
+        self.top_down_token_classifiers = None
         self.token_classifiers = None
         self.selector = None
         self.combiner = None
         if config.use_fpn:
             self.feature_pyramid = FeaturePyramid(self.backbone.channels, self.backbone.grid_sizes, config)
             layer_channels = [config.fpn_size] * num_layers
+            if config.use_bottom_up_fpn:
+                self.top_down_token_classifiers = nn.ModuleList(
+                    TokenClassifier(channels, config.num_labels, on_pyramid=True) for channels in layer_channels
+                )
+                self.bottom_up_pyramid = BottomUpFeaturePyramid(self.backbone.grid_sizes, config)
         else:
             layer_channels = self.backbone.channels
         if config.use_fpn or config.use_selection:
@@ -534,7 +623,7 @@ class PimModel(PimPreTrainedModel):
                 TokenClassifier(channels, config.num_labels, on_pyramid=config.use_fpn) for channels in layer_channels
             )
         if config.use_selection:
-            self.selector = WeaklySupervisedSelector(config.num_selects)
+            self.selector = WeaklySupervisedSelector(config.num_selects, config.selection_rule)
         self.embedding_size = layer_channels[-1]
         if config.use_combiner:
             self.embedding_size = config.fpn_size if config.use_fpn else config.comb_proj_size
@@ -543,6 +632,8 @@ class PimModel(PimPreTrainedModel):
             )
         # A device map ("auto") keeps each of these on one device: timm's blocks, and PIM's modules that mix layers.
         self._no_split_modules = [*_block_class_names(self.backbone.model), "FeaturePyramid", "GraphCombiner"]
+        if self.bottom_up_pyramid is not None:
+            self._no_split_modules.append("BottomUpFeaturePyramid")
         # post_init() initialises every module that is not marked: the backbone keeps the weights timm gave it.
         for tensor in (*self.backbone.parameters(), *self.backbone.buffers()):
             tensor._is_hf_initialized = True
@@ -563,6 +654,12 @@ class PimModel(PimPreTrainedModel):
         features = self.backbone(pixel_values)
         if self.feature_pyramid is not None:
             features = self.feature_pyramid(features)
+        top_down_token_logits = None
+        if self.bottom_up_pyramid is not None:
+            top_down_token_logits = [
+                classifier(feature) for classifier, feature in zip(self.top_down_token_classifiers, features)
+            ]
+            features = self.bottom_up_pyramid(features)
         token_logits = selection = None
         if self.token_classifiers is not None:
             token_logits = [classifier(feature) for classifier, feature in zip(self.token_classifiers, features)]
@@ -581,7 +678,25 @@ class PimModel(PimPreTrainedModel):
             selected_token_logits=tuple(selection.logits) if selection is not None else None,
             dropped_token_logits=tuple(selection.dropped_logits) if selection is not None else None,
             selected_indices=tuple(selection.indices) if selection is not None else None,
+            selection_thresholds=tuple(selection.thresholds) if selection is not None else None,
+            top_down_layer_logits=(
+                tuple(logits.mean(1) for logits in top_down_token_logits) if top_down_token_logits else None
+            ),
+            top_down_token_logits=tuple(top_down_token_logits) if top_down_token_logits else None,
         )
+
+
+def _refinement_loss(
+    top_down_logits: torch.Tensor, bottom_up_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """
+    HERBS' high-temperature refinement of one layer: `KL(p ‖ q)` with `p = softmax(bottom-up token logits / T)`
+    (detached: the target) and `q = softmax(top-down token logits / T)`, summed over classes and averaged over batch,
+    tokens and classes, as the authors' `nn.KLDivLoss()` (reduction "mean") computes it.
+    """
+    target = (bottom_up_logits.detach() / temperature).softmax(dim=-1)
+    log_probabilities = (top_down_logits / temperature).log_softmax(dim=-1)
+    return F.kl_div(log_probabilities, target, reduction="sum") / target.numel()
 
 
 def _dropped_token_loss(token_logits: torch.Tensor, selected: torch.LongTensor) -> torch.Tensor:
@@ -610,7 +725,22 @@ class PimForImageClassification(PimPreTrainedModel):
         self.classifier = None
         if config.use_combiner or self.pim.token_classifiers is None:
             self.classifier = nn.Linear(self.pim.embedding_size, config.num_labels)
+        self.refinement_epoch = 0
         self.post_init()
+
+    def set_refinement_epoch(self, epoch: float) -> None:
+        """
+        Sets the epoch (counted from 0; a fraction counts as the epoch it is in) that fixes the temperature of HERBS'
+        refinement term. [`PimTrainer`] calls it at the start of every epoch, also when it resumes; a custom training
+        loop calls it itself.
+        """
+        self.refinement_epoch = int(epoch)
+
+    @property
+    def refinement_temperature(self) -> float:
+        """The refinement temperature at `refinement_epoch`: halved every `refinement_temperature_halving_epochs`."""
+        halvings = self.refinement_epoch // self.config.refinement_temperature_halving_epochs
+        return self.config.refinement_temperature * 0.5**halvings
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         """`nn.Module.load_state_dict`, also for the keys of checkpoints saved before [`PimModel`] existed."""
@@ -641,6 +771,9 @@ class PimForImageClassification(PimPreTrainedModel):
             selected_token_logits=outputs.selected_token_logits,
             dropped_token_logits=outputs.dropped_token_logits,
             selected_indices=outputs.selected_indices,
+            selection_thresholds=outputs.selection_thresholds,
+            top_down_layer_logits=outputs.top_down_layer_logits,
+            top_down_token_logits=outputs.top_down_token_logits,
         )
         if labels is not None:
             self._add_losses(output, labels)
@@ -678,11 +811,21 @@ class PimForImageClassification(PimPreTrainedModel):
         if config.use_combiner:
             output.loss_combiner = self._cross_entropy(output.logits, labels)
             loss = loss + config.lambda_c * output.loss_combiner
+        if output.top_down_token_logits is not None:
+            # Like the selected-token loss: only logged, out of the graph, when its weight is 0.
+            with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_b0 != 0):
+                output.loss_refinement = sum(
+                    _refinement_loss(top_down, bottom_up, self.refinement_temperature)
+                    for top_down, bottom_up in zip(output.top_down_token_logits, output.token_logits)
+                )
+            if config.lambda_b0 != 0:
+                loss = loss + config.lambda_b0 * output.loss_refinement
         output.loss = loss
 
 
 __all__ = [
     "LEGACY_KEY_MAPPING",
+    "BottomUpFeaturePyramid",
     "GraphCombiner",
     "FeaturePyramid",
     "PimForImageClassification",

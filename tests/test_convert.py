@@ -33,6 +33,12 @@ CONFIGS = {
         "upsample_type": "Conv",
     },
 }
+CONFIGS["swin-herbs"] = {
+    **CONFIGS["swin-paper"],
+    "use_bottom_up_fpn": True,
+    "selection_rule": "predicted_class",
+    "lambda_b0": 1.375,
+}
 # Our combiner module names -> the original GCNCombiner's.
 ORIGINAL_COMBINER = {
     "node_pool": "param_pool0",
@@ -76,10 +82,13 @@ def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
     """
     The state dict the original code (models/pim_module/pim_module.py + its vendored timm 0.4.12) would hold for the
     same weights: its names, old timm's Swin layout (patch merging at the end of a stage), the Swin buffers old timm
-    saved, and the backbone's ImageNet head that PIM never uses.
+    saved, and the backbone's ImageNet head that PIM never uses. A HERBS model gets the names of the HERBS code: the
+    top-down pyramid `fpn_down` with `fpn_classifier_down_*`, the bottom-up `fpn_up` with `fpn_classifier_up_*`.
     """
     config = model.config
     swin = config.feature_taps == "paper"
+    herbs = config.use_bottom_up_fpn
+    top_down = "fpn_down" if herbs else "fpn"
     original = {}
     for key, value in model.state_dict().items():
         key = key.removeprefix("pim.")
@@ -89,12 +98,19 @@ def to_original(model: PimForImageClassification) -> dict[str, torch.Tensor]:
                 rest = re.sub(r"^layers\.(\d+)\.downsample", lambda m: f"layers.{int(m[1]) - 1}.downsample", rest)
             name = f"backbone.{rest}"
         elif match := re.match(r"feature_pyramid\.projections\.(\d+)\.layers\.(.+)", key):
-            name = f"fpn.Proj_{LAYERS[int(match[1])]}.{match[2]}"
+            name = f"{top_down}.Proj_{LAYERS[int(match[1])]}.{match[2]}"
         elif match := re.match(r"feature_pyramid\.token_upsamplers\.(\d+)\.(.+)", key):
-            name = f"fpn.Up_{LAYERS[int(match[1]) + 1]}.{match[2]}"
-        elif match := re.match(r"token_classifiers\.(\d+)\.layers\.(.+)", key):
-            prefix = "fpn_classifier_" if config.use_fpn else "selector.classifier_l_"
-            name = f"{prefix}{LAYERS[int(match[1])]}.{match[2]}"
+            name = f"{top_down}.Up_{LAYERS[int(match[1]) + 1]}.{match[2]}"
+        elif match := re.match(r"bottom_up_pyramid\.projections\.(\d+)\.layers\.(.+)", key):
+            name = f"fpn_up.Proj_{LAYERS[int(match[1])]}.{match[2]}"
+        elif match := re.match(r"bottom_up_pyramid\.token_downsamplers\.(\d+)\.(.+)", key):
+            name = f"fpn_up.Down_{LAYERS[int(match[1])]}.{match[2]}"
+        elif match := re.match(r"(top_down_)?token_classifiers\.(\d+)\.layers\.(.+)", key):
+            if herbs:
+                prefix = "fpn_classifier_down_" if match[1] else "fpn_classifier_up_"
+            else:
+                prefix = "fpn_classifier_" if config.use_fpn else "selector.classifier_l_"
+            name = f"{prefix}{LAYERS[int(match[2])]}.{match[3]}"
             if value.dim() == 4:
                 value = value.squeeze(-1)  # the original classifies tokens with Conv1d
         elif key.startswith("classifier."):
@@ -251,6 +267,49 @@ def test_recipes():
         original_recipe("efficient", 200)
 
 
+def test_herbs_recipe_is_their_config_yaml():
+    herbs = original_recipe("swin-t", 200, method="herbs")
+    assert (herbs.backbone, herbs.feature_taps, herbs.image_size, herbs.fpn_size) == (
+        "swin_large_patch4_window12_384",
+        "paper",
+        384,
+        1536,
+    )
+    assert herbs.num_selects == [256, 128, 64, 32] and herbs.tokens_per_graph_node == 64
+    assert herbs.use_bottom_up_fpn and herbs.selection_rule == "predicted_class"
+    assert (herbs.lambda_b, herbs.lambda_s, herbs.lambda_n, herbs.lambda_c, herbs.lambda_b0) == (0.3, 0, 5, 1, 1.375)
+    assert (herbs.refinement_temperature, herbs.refinement_temperature_halving_epochs) == (64, 10)
+    with pytest.raises(ConversionError, match="--method herbs --backbone resnet50: the HERBS code cannot build"):
+        original_recipe("resnet50", 200, method="herbs")
+
+
+def test_herbs_keys_map_onto_both_pyramids():
+    original = to_original(tiny_model("swin-herbs"))
+    assert convert.guess_method(original) == "herbs" and convert.guess_method(to_original(tiny_model("swin-paper"))) == "pim"
+    assert original["fpn_down.Up_layer4.weight"].shape == (4, 4, 1)  # a learned 4 -> 4 token mixing, as HERBS has
+    _, report = convert_state_dict(original, tiny_config("swin-herbs"))
+    assert report.mapped["fpn_down.Proj_layer2.2.weight"] == "pim.feature_pyramid.projections.1.layers.2.weight"
+    assert report.mapped["fpn_down.Up_layer4.weight"] == "pim.feature_pyramid.token_upsamplers.2.weight"
+    assert report.mapped["fpn_classifier_down_layer1.3.bias"] == "pim.top_down_token_classifiers.0.layers.3.bias"
+    assert report.mapped["fpn_up.Proj_layer3.0.weight"] == "pim.bottom_up_pyramid.projections.2.layers.0.weight"
+    assert report.mapped["fpn_up.Down_layer1.weight"] == "pim.bottom_up_pyramid.token_downsamplers.0.weight"
+    assert report.mapped["fpn_classifier_up_layer4.1.running_var"] == "pim.token_classifiers.3.layers.1.running_var"
+    assert report.mapped["combiner.classifier.weight"] == "classifier.weight"
+    found = inspect_original(original)
+    assert found == {"num_classes": 5, "fpn_size": 16, "total_selects": 30, "image_size": 64}
+
+
+def test_method_is_read_from_the_checkpoint_and_a_wrong_one_is_refused():
+    herbs = to_original(tiny_model("swin-herbs"))
+    with pytest.raises(ConversionError, match="--method pim but the checkpoint comes from the FGVC-HERBS code"):
+        config_for_checkpoint("swin-t", herbs, method="pim")
+    pim = to_original(tiny_model("swin-paper"))
+    with pytest.raises(ConversionError, match="--method herbs but the checkpoint comes from the FGVC-PIM code"):
+        config_for_checkpoint("swin-t", pim, method="herbs")
+    with pytest.raises(ConversionError, match=r"sum\(num_selects\)=30 .*e.g. --num_selects 256 128 64 32"):
+        config_for_checkpoint("swin-t", herbs, num_classes=5)
+
+
 def test_shapes_tell_classes_pyramid_selects_and_image_size():
     found = inspect_original(to_original(tiny_model("swin-paper")))
     assert found == {"num_classes": 5, "fpn_size": 16, "total_selects": 30, "image_size": 64}
@@ -309,3 +368,31 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     bad = argv[:3] + ["--num_classes", "200"] + argv[5:]
     assert pim_convert.main(bad) == 2
     assert "--num_classes 200 but the checkpoint was trained with num_classes=5" in capsys.readouterr().err
+
+
+def test_cli_converts_a_herbs_checkpoint(tmp_path, monkeypatch, capsys):
+    # Their HERBS Swin-L recipe with a tiny Swin in place of Swin-L (same module names, same taps).
+    recipe = convert.original_recipe
+    monkeypatch.setattr(
+        convert,
+        "original_recipe",
+        lambda *args, **kwargs: recipe(*args, **kwargs, backbone="swin_tiny_patch4_window7_224", backbone_kwargs=TINY_SWIN),
+    )
+    torch.manual_seed(0)
+    source = tiny_model("swin-herbs", tokens_per_graph_node=64, num_selects=[64, 16, 4, 4], lambda_b=0.3)
+    torch.save({"model": to_original(source), "optimizer": {}, "epoch": 79}, tmp_path / "best.pt")
+    output_dir = tmp_path / "converted"
+    argv = [str(tmp_path / "best.pt"), "--method", "herbs", "--backbone", "swin-t", "--output_dir", str(output_dir)]
+    assert pim_convert.main([*argv, "--num_selects", "64", "16", "4", "4"]) == 0
+    assert "tensors converted" in capsys.readouterr().out
+    model = PimForImageClassification.from_pretrained(output_dir).eval()
+    config = model.config
+    assert config.use_bottom_up_fpn and config.selection_rule == "predicted_class" and config.lambda_b0 == 1.375
+    assert (config.image_size, config.fpn_size, config.num_labels) == (64, 16, 5)
+    with torch.no_grad():
+        expected, actual = source(images()), model(images())
+    torch.testing.assert_close(actual.logits, expected.logits, rtol=0, atol=0)
+    for ours, theirs in zip(actual.top_down_token_logits, expected.top_down_token_logits):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
+    assert pim_convert.main([argv[0], "--method", "pim", *argv[3:6], str(tmp_path / "as_pim")]) == 2
+    assert "pass --method herbs" in capsys.readouterr().err

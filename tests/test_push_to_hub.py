@@ -203,6 +203,18 @@ def test_model_card_without_training_outputs_is_valid(config):
     assert "does not run models whose code" in card.text and "example on this page" not in card.text
 
 
+def test_model_card_of_a_herbs_model_says_so(config):
+    herbs = PimConfig(**{**config.to_dict(), "use_bottom_up_fpn": True, "selection_rule": "predicted_class",
+                         "lambda_b0": 1.375})
+    card = ModelCard(str(build_model_card(herbs, "someone/herbs-bare")))
+
+    assert "herbs" in card.data.tags and "pim" in card.data.tags
+    assert "[arXiv 2303.06442](https://arxiv.org/abs/2303.06442)" in card.text
+    assert "| Token selection rule | `predicted_class` |" in card.text
+    assert "lambda_b0 1.375, temperature 64.0 halved every 10 epochs" in card.text
+    assert "herbs" not in ModelCard(str(build_model_card(config, "someone/pim-bare"))).data.tags
+
+
 def test_widget_shows_the_repository_image_with_the_model_output(staged, training_output):
     widget = ModelCard.load(staged / "README.md").data.widget
 

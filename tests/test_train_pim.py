@@ -118,6 +118,19 @@ def test_learning_rate_warms_up_linearly_then_follows_a_cosine_to_zero(tmp_path)
     assert {"loss_layers", "loss_dropped", "loss_combiner"} <= set(history[0])
 
 
+def resume_from(uninterrupted: Path, checkpoint: str, output_dir: Path, *flags: str) -> None:
+    """Runs `flags` again in `output_dir` holding only `uninterrupted`'s `checkpoint` (as if stopped there), and checks
+    that the resumed run ends with exactly the uninterrupted run's weights."""
+    output_dir.mkdir()
+    shutil.copytree(uninterrupted / checkpoint, output_dir / checkpoint)
+    run(output_dir, *flags)
+    expected = load_file(uninterrupted / "model.safetensors")
+    resumed = load_file(output_dir / "model.safetensors")
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=0, msg=key)
+
+
 def test_resuming_after_a_checkpoint_gives_the_same_final_weights(tmp_path):
     data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=4)
     flags = [
@@ -129,17 +142,35 @@ def test_resuming_after_a_checkpoint_gives_the_same_final_weights(tmp_path):
     ]  # fmt: skip
     uninterrupted = tmp_path / "uninterrupted"
     run(uninterrupted, *flags)
+    resume_from(uninterrupted, "checkpoint-3", tmp_path / "interrupted", *flags)  # as if stopped after step 3
 
-    interrupted = tmp_path / "interrupted"
-    interrupted.mkdir()
-    shutil.copytree(uninterrupted / "checkpoint-3", interrupted / "checkpoint-3")  # as if stopped after step 3
-    run(interrupted, *flags)
 
-    expected = load_file(uninterrupted / "model.safetensors")
-    resumed = load_file(interrupted / "model.safetensors")
-    assert expected.keys() == resumed.keys()
-    for key in expected:
-        torch.testing.assert_close(resumed[key], expected[key], rtol=0, atol=0, msg=key)
+def test_herbs_temperature_halves_by_epoch_and_resuming_restores_it(tmp_path):
+    """12 images, batch 4: 3 steps per epoch; T halves every epoch (64, 32, 16); resumed after epoch 2, it stays 16."""
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=4)
+    flags = [
+        "--train_dir", str(data_dir / "train"),
+        "--use_bottom_up_fpn", "true",
+        "--selection_rule", "predicted_class",
+        "--lambda_b0", "1.375",
+        "--refinement_temperature", "64",
+        "--refinement_temperature_halving_epochs", "1",
+        "--num_train_epochs", "3",
+        "--logging_steps", "1",
+        "--save_strategy", "epoch",
+        "--do_eval", "false",
+    ]  # fmt: skip
+
+    def logged_temperatures(output_dir: Path) -> list[tuple[int, float]]:
+        history = json.loads((output_dir / "trainer_state.json").read_text())["log_history"]
+        return [(entry["step"], entry["refinement_temperature"]) for entry in history if "loss" in entry]
+
+    uninterrupted = tmp_path / "uninterrupted"
+    run(uninterrupted, *flags)
+    assert logged_temperatures(uninterrupted) == [(step, 64.0 / 2 ** ((step - 1) // 3)) for step in range(1, 10)]
+
+    resume_from(uninterrupted, "checkpoint-6", tmp_path / "interrupted", *flags)  # as if stopped after epoch 2
+    assert logged_temperatures(tmp_path / "interrupted")[-3:] == [(7, 16.0), (8, 16.0), (9, 16.0)]
 
 
 def test_validation_split_is_carved_from_train_and_test_is_evaluated_with_the_selected_model(tmp_path):

@@ -284,9 +284,31 @@ def details_section(config: PimConfig, num_parameters: int | None) -> str:
         ("Selected tokens per layer", ", ".join(map(str, config.num_selects)) if config.use_selection else "off"),
         ("Graph combiner", "on" if config.use_combiner else "off"),
     ]
+    if config.use_bottom_up_fpn:
+        rows += [
+            ("Bottom-up pyramid (HERBS)", "on"),
+            ("Token selection rule", f"`{config.selection_rule}`"),
+            (
+                "Refinement (HERBS)",
+                f"lambda_b0 {config.lambda_b0}, temperature {config.refinement_temperature} halved every "
+                f"{config.refinement_temperature_halving_epochs} epochs",
+            ),
+        ]
     if num_parameters is not None:
         rows.append(("Parameters", f"{num_parameters / 1e6:.1f} M"))
     return "| | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows)
+
+
+def herbs_note(config: PimConfig) -> str:
+    """The sentence a HERBS model's card adds to PIM's description (empty for PIM)."""
+    if not config.use_bottom_up_fpn:
+        return ""
+    return (
+        "\nThis model is HERBS (Chou et al., \"Fine-grained Visual Classification with High-temperature Refinement "
+        "and Background Suppression\", [arXiv 2303.06442](https://arxiv.org/abs/2303.06442)): a bottom-up pyramid "
+        "after the top-down one, tokens selected by their probability of the predicted class, and the top-down "
+        "layers refined towards the bottom-up ones at a temperature halved during training."
+    )
 
 
 def build_model_card(
@@ -321,7 +343,13 @@ def build_model_card(
         model_name=model_name,
         library_name="transformers",
         pipeline_tag="image-classification",
-        tags=["pim", "fine-grained-visual-classification", "timm", "image-classification", config.backbone],
+        tags=[
+            *(["pim", "herbs"] if config.use_bottom_up_fpn else ["pim"]),
+            "fine-grained-visual-classification",
+            "timm",
+            "image-classification",
+            config.backbone,
+        ],
         base_model=base_model,
         datasets=[dataset_id] if dataset_id else None,
         metrics=["accuracy"],
@@ -338,7 +366,7 @@ PIM, the plug-in module for fine-grained visual classification of Chou et al.
 ([arXiv 2202.03822](https://arxiv.org/abs/2202.03822)), on a timm `{config.backbone}` backbone{base}, trained on
 {trained_on} at {config.image_size}×{config.image_size} pixels.
 A feature pyramid over the backbone's layers classifies every token, a weakly supervised selector keeps the most
-discriminative tokens of each layer and a graph convolution combines them into the final prediction.
+discriminative tokens of each layer and a graph convolution combines them into the final prediction.{herbs_note(config)}
 
 ## Model details
 

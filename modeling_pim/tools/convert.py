@@ -1,9 +1,16 @@
 """
 Converts a checkpoint of the authors' FGVC-PIM code (github.com/chou141253/FGVC-PIM, `best.pt` =
-`{"model": state_dict, "optimizer": ..., "epoch": ...}` or a bare state dict) into a [`PimForImageClassification`]
-folder that `from_pretrained` loads; the work of `pim-convert` (its command line is [`modeling_pim.tools.pim_convert`]).
+`{"model": state_dict, "optimizer": ..., "epoch": ...}` or a bare state dict), or of their HERBS code
+(github.com/chou141253/FGVC-HERBS, same format), into a [`PimForImageClassification`] folder that `from_pretrained`
+loads; the work of `pim-convert` (its command line is [`modeling_pim.tools.pim_convert`]).
 
     pim-convert best.pt --backbone swin-t --num_classes 200 --output_dir pim-cub --class_names CUB_200_2011/classes.txt
+    pim-convert herbs_best.pt --method herbs --backbone swin-t --output_dir herbs-cub
+
+`--method herbs` (read from the checkpoint's key names when not given) builds HERBS (`configs/config.yaml` of their
+repository): the PIM model with the bottom-up pyramid, the predicted-class selector, 256/128/64/32 tokens (Swin), 64
+tokens per graph node and their loss weights. Their HERBS code builds Swin (and ViT) only: its bottom-up pyramid
+mixes token sequences, which their ResNet and EfficientNet builders do not give.
 
 `--backbone` names the builder of the original `models/builder.py` the checkpoint was trained with:
 
@@ -29,7 +36,22 @@ import torch
 
 from .. import PimConfig, PimForImageClassification, PimImageProcessor
 from ..utils.cli import UserInputError
+from .pim_convert import METHODS
 
+
+# What HERBS (their configs/config.yaml, models/pim_module/pim_module.py) changes in the PIM recipe of a builder.
+_HERBS_RECIPE = {
+    "use_bottom_up_fpn": True,
+    "selection_rule": "predicted_class",
+    "tokens_per_graph_node": 64,
+    "lambda_b": 0.3,
+    "lambda_s": 0.0,
+    "lambda_n": 5.0,
+    "lambda_c": 1.0,
+    "lambda_b0": 1.375,
+    "refinement_temperature": 64.0,
+    "refinement_temperature_halving_epochs": 10,
+}
 
 # Our keys: PimForImageClassification's base model under this prefix, its final classifier at the top.
 _BASE = f"{PimForImageClassification.base_model_prefix}."
@@ -44,6 +66,22 @@ _COMBINER_NAMES = {
     "batch_norm1": "norm",
     "param_pool1": "node_readout",
 }
+# Per-layer modules of the original code: the key prefix before the layer name -> our module, with the layer's index
+# plus the offset (an upsampler belongs to the coarser of the two layers it joins).
+_LAYER_MODULES = (
+    ("fpn.Proj_", "feature_pyramid.projections.{}.layers", 0),
+    ("fpn.Up_", "feature_pyramid.token_upsamplers.{}", -1),
+    ("fpn_classifier_", "token_classifiers.{}.layers", 0),
+    ("selector.classifier_l_", "token_classifiers.{}.layers", 0),
+    ("combiner.proj_", "combiner.projections.{}", 0),
+    # HERBS: the top-down pyramid `fpn_down` with classifiers of its own, the bottom-up `fpn_up` with the selector's.
+    ("fpn_down.Proj_", "feature_pyramid.projections.{}.layers", 0),
+    ("fpn_down.Up_", "feature_pyramid.token_upsamplers.{}", -1),
+    ("fpn_classifier_down_", "top_down_token_classifiers.{}.layers", 0),
+    ("fpn_up.Proj_", "bottom_up_pyramid.projections.{}.layers", 0),
+    ("fpn_up.Down_", "bottom_up_pyramid.token_downsamplers.{}", 0),
+    ("fpn_classifier_up_", "token_classifiers.{}.layers", 0),
+)
 # Top-level modules of an original backbone that PIM never uses (its own ImageNet classifier, final norm, ...).
 _UNUSED_BACKBONE_MODULES = {
     "head": "the backbone's own ImageNet classifier, unused by PIM",
@@ -98,13 +136,22 @@ def original_recipe(
     image_size: int | None = None,
     fpn_size: int | None = None,
     num_selects: list[int] | None = None,
+    method: str = "pim",
     **overrides,
 ) -> PimConfig:
     """
     The [`PimConfig`] of the model one of the original `models/builder.py` builders makes (`backbone_name` as their
     `model_name`: "swin-t", "resnet50", "vit"), with their defaults (and `configs/CUB200_SwinT.yaml` for "swin-t")
-    unless `image_size`, `fpn_size` or `num_selects` say otherwise. `overrides` go to `PimConfig` as they are.
+    unless `image_size`, `fpn_size` or `num_selects` say otherwise; `method="herbs"`: the same builder in the HERBS
+    repository with its `configs/config.yaml`. `overrides` go to `PimConfig` as they are.
     """
+    if method not in METHODS:
+        raise ConversionError(f"--method must be one of {METHODS}, got {method!r}.")
+    if method == "herbs" and backbone_name in ("resnet50", "efficient"):
+        raise ConversionError(
+            f"--method herbs --backbone {backbone_name}: the HERBS code cannot build this model (its bottom-up pyramid "
+            "mixes token sequences, which the CNN builders do not give); HERBS checkpoints come from --backbone swin-t."
+        )
     if backbone_name == "efficient":
         raise ConversionError(
             "--backbone efficient cannot be converted: the original builds torchvision's efficientnet_b7 and taps "
@@ -149,6 +196,8 @@ def original_recipe(
             f"--backbone {backbone_name!r} is not a builder of the original code: use one of {', '.join(recipes)}."
         )
     kwargs = dict(recipes[backbone_name])
+    if method == "herbs" and backbone_name == "swin-t":
+        kwargs["num_selects"] = [256, 128, 64, 32]  # their configs/config.yaml
     if image_size is not None:
         kwargs["image_size"] = image_size
     if fpn_size is not None:
@@ -163,6 +212,8 @@ def original_recipe(
         use_combiner=True,  # the original builders always build the combiner
         tokens_per_graph_node=32,  # hard-coded in the original
     )
+    if method == "herbs":
+        kwargs.update(_HERBS_RECIPE)
     kwargs.update(overrides)
     return PimConfig(**kwargs)
 
@@ -170,7 +221,9 @@ def original_recipe(
 def _layer_names(original: dict) -> list[str]:
     """The original's layer names ('layer1', ...), in the order its modules were built (= the state dict's)."""
     names: list[str] = []
-    pattern = re.compile(r"^(?:fpn\.Proj_|fpn_classifier_|selector\.classifier_l_|combiner\.proj_)(.+?)\.")
+    pattern = re.compile(
+        r"^(?:fpn(?:_down|_up)?\.Proj_|fpn_classifier_(?:down_|up_)?|selector\.classifier_l_|combiner\.proj_)(.+?)\."
+    )
     for key in original:
         match = pattern.match(key)
         if match and match.group(1) not in names:
@@ -182,23 +235,10 @@ def _layer_names(original: dict) -> list[str]:
 
 def _head_key(key: str, layers: dict[str, int]) -> str | None:
     """Our name of an original PIM-head key (anything but the backbone), or None."""
-
-    def layer_of(prefix: str) -> tuple[int, str] | None:
+    for prefix, module, offset in _LAYER_MODULES:
         for name, index in layers.items():
             if key.startswith(f"{prefix}{name}."):
-                return index, key[len(prefix) + len(name) + 1 :]
-        return None
-
-    if found := layer_of("fpn.Proj_"):
-        return f"{_BASE}feature_pyramid.projections.{found[0]}.layers.{found[1]}"
-    if found := layer_of("fpn.Up_"):
-        return f"{_BASE}feature_pyramid.token_upsamplers.{found[0] - 1}.{found[1]}"
-    if found := layer_of("fpn_classifier_"):
-        return f"{_BASE}token_classifiers.{found[0]}.layers.{found[1]}"
-    if found := layer_of("selector.classifier_l_"):
-        return f"{_BASE}token_classifiers.{found[0]}.layers.{found[1]}"
-    if found := layer_of("combiner.proj_"):
-        return f"{_BASE}combiner.projections.{found[0]}.{found[1]}"
+                return f"{_BASE}{module.format(index + offset)}.{key[len(prefix) + len(name) + 1 :]}"
     if key.startswith("combiner.classifier."):  # the combiner's classifier is our head's
         return key.removeprefix("combiner.")
     if key.startswith("combiner."):
@@ -222,7 +262,7 @@ def _likely_cause(our_key: str, config: PimConfig) -> str:
     our_key = our_key.removeprefix(_BASE)
     if our_key.startswith("backbone."):
         return f"the checkpoint's backbone is not {config.backbone!r}: check --backbone"
-    if our_key.startswith("feature_pyramid.token_upsamplers."):
+    if our_key.startswith(("feature_pyramid.token_upsamplers.", "bottom_up_pyramid.token_downsamplers.")):
         return (
             f"the number of tokens per layer differs: the checkpoint was trained at another image size than "
             f"--image_size {config.image_size}"
@@ -355,12 +395,15 @@ def inspect_original(original: dict[str, torch.Tensor]) -> dict[str, int | None]
             r"^(fpn_classifier_.+\.3|selector\.classifier_l_[^.]+)\.weight$", key
         ):
             found["num_classes"] = found["num_classes"] or tensor.shape[0]
-        elif re.match(r"^fpn\.Proj_.+\.2\.weight$", key):
+        elif re.match(r"^fpn(?:_down)?\.Proj_.+\.2\.weight$", key):
             found["fpn_size"] = found["fpn_size"] or tensor.shape[0]
         elif key == "combiner.param_pool0.weight":
             found["total_selects"] = tensor.shape[1]
     layer_names = _layer_names(original)
-    upsampler = f"fpn.Up_{layer_names[1]}.weight" if len(layer_names) > 1 else None
+    upsampler = None
+    if len(layer_names) > 1:
+        pyramid = "fpn_down" if guess_method(original) == "herbs" else "fpn"
+        upsampler = f"{pyramid}.Up_{layer_names[1]}.weight"
     patch = original.get("backbone.patch_embed.proj.weight")
     if "backbone.pos_embed" in original and patch is not None:  # ViT: (1, 1 + (size/patch)², C)
         side = math.isqrt(original["backbone.pos_embed"].shape[1] - 1)
@@ -385,6 +428,11 @@ def guess_backbone(original: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+def guess_method(original: dict[str, torch.Tensor]) -> str:
+    """"herbs" for a checkpoint of the HERBS code (its two pyramids `fpn_down` / `fpn_up`), else "pim"."""
+    return "herbs" if any(key.startswith(("fpn_up.", "fpn_down.")) for key in original) else "pim"
+
+
 def config_for_checkpoint(
     backbone_name: str,
     original: dict[str, torch.Tensor],
@@ -392,8 +440,16 @@ def config_for_checkpoint(
     image_size: int | None = None,
     fpn_size: int | None = None,
     num_selects: list[int] | None = None,
+    method: str | None = None,
 ) -> PimConfig:
     """`original_recipe` with what the checkpoint's shapes tell, checked against what the user said."""
+    found_method = guess_method(original)
+    if method is not None and method != found_method:
+        repository = {"pim": "FGVC-PIM", "herbs": "FGVC-HERBS"}[found_method]
+        raise ConversionError(
+            f"--method {method} but the checkpoint comes from the {repository} code (its key names, e.g. "
+            f"{next(key for key in original if key.startswith(('fpn', 'combiner')))}): pass --method {found_method}."
+        )
     guessed = guess_backbone(original)
     if guessed is not None and guessed != backbone_name:
         raise ConversionError(
@@ -415,12 +471,14 @@ def config_for_checkpoint(
         image_size=image_size or found["image_size"],
         fpn_size=fpn_size or found["fpn_size"],
         num_selects=num_selects,
+        method=found_method,
     )
     if found["total_selects"] is not None and sum(recipe.num_selects) != found["total_selects"]:
+        example = "256 128 64 32" if found_method == "herbs" else "2048 512 128 32"
         raise ConversionError(
             f"The checkpoint's combiner pools sum(num_selects)={found['total_selects']} tokens but num_selects="
             f"{recipe.num_selects} sums to {sum(recipe.num_selects)}: pass the per-layer numbers it was trained with, "
-            "e.g. --num_selects 2048 512 128 32 (only their sum is stored in the checkpoint)."
+            f"e.g. --num_selects {example} (only their sum is stored in the checkpoint)."
         )
     return recipe
 
@@ -453,10 +511,14 @@ def convert_checkpoint(
     num_selects: list[int] | None = None,
     resize_size: int | None = None,
     allow_missing: bool = False,
+    method: str | None = None,
 ) -> ConversionReport:
-    """Converts `checkpoint_path` and saves the model and its image processor in `output_dir`."""
+    """
+    Converts `checkpoint_path` and saves the model and its image processor in `output_dir`. `method` ("pim" or
+    "herbs") is read from the checkpoint when not given.
+    """
     original = load_original_checkpoint(checkpoint_path)
-    config = config_for_checkpoint(backbone_name, original, num_classes, image_size, fpn_size, num_selects)
+    config = config_for_checkpoint(backbone_name, original, num_classes, image_size, fpn_size, num_selects, method)
     if class_names is not None:
         if len(class_names) != config.num_labels:
             raise ConversionError(
@@ -480,6 +542,7 @@ __all__ = [
     "convert_checkpoint",
     "convert_state_dict",
     "guess_backbone",
+    "guess_method",
     "inspect_original",
     "load_original_checkpoint",
     "original_recipe",

@@ -13,15 +13,23 @@ from ..utils.cli import UserInputError, add_debug_argument, check_output_directo
 
 # The builders of the original code's `models/builder.py` (`model_name` in its configs).
 BACKBONES = ("swin-t", "resnet50", "vit", "efficient")
+# The authors' two codes whose checkpoints convert: FGVC-PIM and FGVC-HERBS.
+METHODS = ("pim", "herbs")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pim-convert",
-        description="Convert a checkpoint of the original FGVC-PIM code (best.pt) into a Hugging Face PIM model folder.",
+        description="Convert a checkpoint of the original FGVC-PIM or FGVC-HERBS code (best.pt) into a Hugging Face "
+        "PIM model folder.",
     )
     parser.add_argument("checkpoint", help="the original best.pt ({'model': state_dict, ...}) or a bare state dict")
     parser.add_argument("--backbone", required=True, choices=BACKBONES, help="the original builder (model_name)")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        help="pim (FGVC-PIM) or herbs (FGVC-HERBS); default: read from the checkpoint's key names",
+    )
     parser.add_argument("--num_classes", type=int, help="number of classes (default: read from the checkpoint)")
     parser.add_argument("--output_dir", required=True, help="folder for the converted model")
     parser.add_argument("--class_names", help="CUB classes.txt ('1 001.Black_footed_Albatross') or one name per line")
@@ -70,6 +78,7 @@ def _run(argv: list[str]) -> int:
             num_selects=args.num_selects,
             resize_size=args.resize_size,
             allow_missing=args.allow_missing,
+            method=args.method,
         )
     except ValueError as error:  # ConversionError, or a PimConfig / PimForImageClassification refusing the values
         raise UserInputError(str(error)) from error
@@ -83,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("pim-convert", _run, argv)
 
 
-__all__ = ["BACKBONES", "main"]
+__all__ = ["BACKBONES", "METHODS", "main"]
 
 
 if __name__ == "__main__":

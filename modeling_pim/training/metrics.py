@@ -10,8 +10,9 @@ from pathlib import Path
 
 import evaluate
 import numpy as np
+import torch
 from huggingface_hub import constants as hub_constants
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 
 logger = logging.get_logger(__name__)
@@ -156,10 +157,22 @@ def classification_metrics(
     }
 
 
+def sum_of_softmax_ensemble(output: ModelOutput) -> torch.Tensor:
+    """
+    A diagnostic, never the model's prediction: the sum of the softmax of every image-level head of a
+    [`PimImageClassifierOutput`] — every layer's (`layer_logits`), HERBS' top-down ones (`top_down_layer_logits`)
+    and the final `logits` — `(B, K)`, as the authors' HERBS `run_evaluation.py` (`sum_all_out`) predicts. Our
+    accuracy is the final head's (`logits`); compare with this only to relate our figures to theirs.
+    """
+    heads = [*(output.layer_logits or ()), *(output.top_down_layer_logits or ()), output.logits]
+    return torch.stack([head.softmax(dim=-1) for head in heads]).sum(0)
+
+
 __all__ = [
     "BUNDLED_ACCURACY_PATH",
     "classification_metrics",
     "load_accuracy_metric",
     "mean_per_class_accuracy",
+    "sum_of_softmax_ensemble",
     "top_k_accuracy",
 ]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import EvalPrediction, Trainer, TrainingArguments
+from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import has_length
 from transformers.utils import logging
 
@@ -15,7 +15,19 @@ from .metrics import classification_metrics, top_k_accuracy
 
 logger = logging.get_logger(__name__)
 
-LOSS_PARTS = ("loss_layers", "loss_selected", "loss_dropped", "loss_combiner")
+LOSS_PARTS = ("loss_layers", "loss_selected", "loss_dropped", "loss_combiner", "loss_refinement")
+
+
+class RefinementEpochCallback(TrainerCallback):
+    """
+    Tells the model the epoch at the start of every epoch (`model.set_refinement_epoch`), which sets the temperature
+    of HERBS' refinement term (`PimConfig.refinement_temperature_halving_epochs`). The Trainer restores `state.epoch`
+    from `trainer_state.json` when it resumes, so a resumed run continues at the temperature it stopped at.
+    """
+
+    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
+        if model is not None and hasattr(model, "set_refinement_epoch"):
+            model.set_refinement_epoch(state.epoch or 0)
 
 
 def check_training_arguments(args: TrainingArguments) -> None:
@@ -53,9 +65,10 @@ class PimTrainer(Trainer):
     """
     A `Trainer` for [`PimForImageClassification`] that
 
-    - logs the unweighted parts of PIM's loss (`loss_layers`, `loss_selected`, `loss_dropped`, `loss_combiner`),
-      averaged over the optimizer steps since the last log, over the replicas of `nn.DataParallel` (which returns
-      one value per GPU) and over processes;
+    - logs the unweighted parts of PIM's loss (`loss_layers`, `loss_selected`, `loss_dropped`, `loss_combiner`, and
+      HERBS' `loss_refinement` with its `refinement_temperature`), averaged over the optimizer steps since the last
+      log, over the replicas of `nn.DataParallel` (which returns one value per GPU) and over processes;
+    - sets the epoch of HERBS' refinement temperature at the start of every epoch ([`RefinementEpochCallback`]);
     - always evaluates and predicts on every sample: `dataloader_drop_last` only applies to training;
     - drops a last training batch of a single image (or, under `nn.DataParallel`, one that would give a GPU a
       single image), which BatchNorm cannot train on ("Expected more than 1 value per channel when training").
@@ -74,6 +87,7 @@ class PimTrainer(Trainer):
                 "forward(pixel_values, labels), and Trainer would replace it by compute_loss_func(outputs, labels). "
                 "Change the loss through PimConfig (lambda_b, lambda_s, lambda_n, lambda_c, label_smoothing) instead."
             )
+        self.add_callback(RefinementEpochCallback)
         self._loss_part_sums: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
 
@@ -134,6 +148,8 @@ class PimTrainer(Trainer):
                 logs[name] = round(mean.item(), 4)
             self._loss_part_sums = {}
             self._loss_part_count = 0
+            if getattr(self.model.config, "use_bottom_up_fpn", False):
+                logs["refinement_temperature"] = self.model.refinement_temperature
         super().log(logs, start_time)
 
 
@@ -168,4 +184,11 @@ def build_compute_metrics(top_k: int = 5) -> Callable[[EvalPrediction], dict[str
     return compute_metrics
 
 
-__all__ = ["LOSS_PARTS", "PimTrainer", "build_compute_metrics", "check_training_arguments", "stack_heads"]
+__all__ = [
+    "LOSS_PARTS",
+    "PimTrainer",
+    "RefinementEpochCallback",
+    "build_compute_metrics",
+    "check_training_arguments",
+    "stack_heads",
+]
