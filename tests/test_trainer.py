@@ -31,9 +31,11 @@ class RandomImages(torch.utils.data.Dataset):
         return {"pixel_values": self.pixel_values[index], "labels": self.labels[index]}
 
 
-def make_trainer(tmp_path, train_size: int = 8, eval_size: int = 9, **arguments) -> PimTrainer:
+def make_trainer(
+    tmp_path, train_size: int = 8, eval_size: int = 9, model_overrides: dict | None = None, **arguments
+) -> PimTrainer:
     torch.manual_seed(0)
-    model = PimForImageClassification(tiny_pim_config(["a", "b", "c"], **AT_32_PIXELS))
+    model = PimForImageClassification(tiny_pim_config(["a", "b", "c"], **AT_32_PIXELS, **(model_overrides or {})))
     args = TrainingArguments(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -140,7 +142,8 @@ class SimulatedDataParallel(nn.Module):
 
 
 def test_loss_parts_gathered_from_data_parallel_replicas_are_averaged_and_logged(tmp_path):
-    trainer = make_trainer(tmp_path)
+    # HERBS options on, so that every loss part, the refinement's included, is there.
+    trainer = make_trainer(tmp_path, model_overrides={"use_bottom_up_fpn": True, "lambda_b0": 1.0})
     model = trainer.model.train()
     batch = {"pixel_values": RandomImages(4).pixel_values, "labels": torch.tensor([0, 1, 2, 0])}
     torch.manual_seed(0)  # the same combiner dropout in both forward passes
