@@ -1,6 +1,6 @@
 """
-The one way every command-line entry point fails (`pim-infer`, `pim-heatmap`, `pim-convert`, `push_to_hub.py`,
-`train_pim.py`).
+The one way every command-line entry point fails (`pim-infer`, `pim-heatmap`, `pim-convert`, `pim-export`,
+`push_to_hub.py`, `train_pim.py`).
 
 A problem the user can fix (a path, a flag value, a damaged model file) is reported as one line,
 `<program>: error: <what, which file or flag, which value, and the fix>`, with exit code 2 and no traceback, like
