@@ -744,12 +744,14 @@ class PimForImageClassification(PimPreTrainedModel):
 
     def load_state_dict(self, state_dict, *args, **kwargs):
         """`nn.Module.load_state_dict`, also for the keys of checkpoints saved before [`PimModel`] existed."""
-        renamed = {}
-        for key, value in state_dict.items():
-            for pattern, replacement in LEGACY_KEY_MAPPING.items():
-                key = re.sub(pattern, replacement, key)
-            renamed[key] = value
-        return super().load_state_dict(renamed, *args, **kwargs)
+        if any(re.match(pattern, key) for key in state_dict for pattern in LEGACY_KEY_MAPPING):
+            renamed = {}
+            for key, value in state_dict.items():
+                for pattern, replacement in LEGACY_KEY_MAPPING.items():
+                    key = re.sub(pattern, replacement, key)
+                renamed[key] = value
+            state_dict = renamed
+        return super().load_state_dict(state_dict, *args, **kwargs)
 
     @can_return_tuple
     def forward(self, pixel_values: torch.Tensor, labels: torch.LongTensor | None = None) -> PimImageClassifierOutput:

@@ -103,15 +103,15 @@ def largest_logit_difference(model: nn.Module, exported: Callable[[torch.Tensor]
 def export_model(model: nn.Module, output: str | os.PathLike, opset: int, tolerance: float) -> float:
     """
     Exports `model` (a [`PimForImageClassification`], or any model with `config.image_size` whose output has
-    `logits`) to `output` (`.onnx` or `.pt2`, see the module docstring) at ONNX `opset` and returns the largest
-    absolute logit difference found when checking it (the command's defaults: `pim_export.DEFAULT_OPSET`,
-    `pim_export.DEFAULT_TOLERANCE`).
+    `logits`; moved to float32 on the CPU, in eval mode) to `output` (`.onnx` or `.pt2`, see the module docstring) at
+    ONNX `opset` and returns the largest absolute logit difference found when checking it (the command's defaults:
+    `pim_export.DEFAULT_OPSET`, `pim_export.DEFAULT_TOLERANCE`).
 
     Raises:
         `ExportVerificationError`: that difference exceeds `tolerance`; no file was written.
     """
     output = Path(output)
-    logits_only = LogitsOnly(model.float().cpu().eval()).eval()
+    logits_only = LogitsOnly(model.float().cpu()).eval()
     image_size = model.config.image_size
     example = _images(EXAMPLE_BATCH_SIZE, image_size, seed=len(CHECK_BATCH_SIZES))
     id2label = json.dumps({str(index): label for index, label in model.config.id2label.items()})
