@@ -7,7 +7,7 @@ from datasets import load_dataset
 from evaluate import evaluator
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from modeling_pim.tools.infer import main as pim_infer
+from modeling_pim.tools.pim_infer import main as pim_infer
 from modeling_pim.training.metrics import load_accuracy_metric
 from test_infer import LABELS, model_dir, write_images  # noqa: F401 (model_dir is a fixture)
 
