@@ -14,9 +14,8 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import PIL
@@ -29,8 +28,8 @@ logger = logging.get_logger(__name__)
 # Part of every cache file's identity: raise it whenever `decode_error` changes what it accepts, so that verdicts of an
 # older check are never reused. The Pillow version is part of it too (a new Pillow may read files the old one refused).
 SCAN_VERSION = 1
-# Files per thread-pool task (amortises the task overhead over the cheap, cached files).
-CHUNK_SIZE = 256
+# Files per thread-pool task: amortises the task overhead over cheap (cached) files, yet keeps the progress bar moving.
+CHUNK_SIZE = 64
 # Seconds between two commits of new verdicts to the cache file.
 COMMIT_INTERVAL = 5.0
 # Scans of fewer images than this show no progress bar.
@@ -216,8 +215,10 @@ def scan_images(
     progress = logging.tqdm(
         total=len(paths), desc="Checking images", unit="img", disable=len(paths) < PROGRESS_BAR_MIN_IMAGES
     )
+    futures = [executor.submit(_check_chunk, chunk, check) for chunk in chunks]
     try:
-        for results in executor.map(partial(_check_chunk, check=check), chunks):
+        for future in as_completed(futures):
+            results = future.result()
             for path, key, error, decoded in results:
                 if error is not None:
                     errors[path] = error
@@ -227,7 +228,7 @@ def scan_images(
                 elif key is None:
                     num_missing += 1
             progress.update(len(results))
-            progress.set_postfix(decoded=num_decoded, unreadable=len(errors), refresh=False)
+            progress.set_postfix_str(f"{num_decoded} decoded, {len(errors)} unreadable", refresh=False)
             if cache is not None and time.monotonic() - last_commit > COMMIT_INTERVAL:
                 cache.store(pending)
                 pending, last_commit = [], time.monotonic()
