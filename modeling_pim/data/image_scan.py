@@ -19,14 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import PIL
-import PIL.Image
 from transformers.utils import logging
+
+from .image_files import load_image
 
 
 logger = logging.get_logger(__name__)
 
-# Part of every cache file's identity: raise it whenever `decode_error` changes what it accepts, so that verdicts of an
-# older check are never reused. The Pillow version is part of it too (a new Pillow may read files the old one refused).
+# Part of every cache file's identity: raise it whenever `decode_error` (so `load_image`) changes what it accepts, so
+# that verdicts of an older check are never reused. The Pillow version is part of it too (a new Pillow may read files
+# the old one refused).
 SCAN_VERSION = 1
 # Files per thread-pool task: amortises the task overhead over cheap (cached) files, yet keeps the progress bar moving.
 CHUNK_SIZE = 64
@@ -37,10 +39,9 @@ PROGRESS_BAR_MIN_IMAGES = 1000
 
 
 def decode_error(path: str) -> str | None:
-    """The reason why `path` cannot be fully decoded by PIL, or `None` when it can."""
+    """The reason why `path` cannot be decoded into the RGB image the model sees ([`load_image`]), or `None`."""
     try:
-        with PIL.Image.open(path) as image:
-            image.load()
+        load_image(path)
     except Exception as error:  # Any failure to decode makes the image unusable, whatever PIL plugin raised it.
         return f"{type(error).__name__}: {error}"
     return None
