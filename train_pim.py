@@ -49,10 +49,9 @@ from transformers.training_args import ParallelMode
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
 from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
-    load_cub200,
+    load_archive,
     load_hub_dataset,
     load_image_folders,
-    load_nabirds,
     split_validation,
 )
 from modeling_pim.data.report import build_data_report, check_data_report, is_unlabeled, log_data_report
@@ -469,9 +468,9 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
     """
     try:
         if data_args.dataset == "cub200":
-            datasets = load_cub200(_archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
+            datasets = load_archive("cub200", _archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
         elif data_args.dataset == "nabirds":
-            datasets = load_nabirds(_archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
+            datasets = load_archive("nabirds", _archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
         elif data_args.dataset == "hub":
             datasets = load_hub_dataset(
                 _required(data_args, "dataset_name"),

@@ -177,8 +177,7 @@ def _out_of_range_flower(archive: Path) -> None:
 BROKEN_ARCHIVES = {
     "cars meta missing": (
         make_stanford_cars_tree, read_stanford_cars, "devkit/cars_meta.mat",
-        "{root}/devkit/cars_meta.mat not found (nor {root}/stanford_cars/devkit/cars_meta.mat): expected the Stanford "
-        "Cars archive",
+        "{root}/devkit/cars_meta.mat not found: expected the Stanford Cars archive",
     ),
     "cars train annotations garbage": (
         make_stanford_cars_tree, read_stanford_cars, b"not a mat file" * 20,
@@ -219,7 +218,7 @@ BROKEN_ARCHIVES = {
     ),
     "dogs images missing": (
         make_stanford_dogs_tree, read_stanford_dogs, "Images",
-        "{root}/Images not found: expected the Stanford Dogs archive",
+        "{root}/Images is not a directory: expected the Stanford Dogs archive",
     ),
     "inaturalist validation missing": (
         make_inaturalist_tree, read_inaturalist, "val.json",

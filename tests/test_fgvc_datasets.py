@@ -13,10 +13,9 @@ from modeling_pim.data import fgvc_datasets
 from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
     find_unreadable_images,
-    load_cub200,
+    load_archive,
     load_hub_dataset,
     load_image_folders,
-    load_nabirds,
     split_validation,
 )
 
@@ -41,7 +40,7 @@ def assert_colors_match_labels(dataset: Dataset) -> None:
 
 
 def test_cub200_splits_names_and_labels(cub_dir, datasets_cache):
-    dataset = load_cub200(cub_dir, cache_dir=datasets_cache)
+    dataset = load_archive("cub200", cub_dir, cache_dir=datasets_cache)
     assert isinstance(dataset, FgvcDatasetDict) and isinstance(dataset, DatasetDict)
     assert set(dataset) == {"train", "test"}
     # 3 classes x 4 images split 2/2, minus the corrupt (train) and truncated (test) files.
@@ -64,7 +63,7 @@ def test_cub200_splits_names_and_labels(cub_dir, datasets_cache):
 
 
 def test_cub200_accepts_the_folder_the_archive_was_unpacked_into(cub_dir, datasets_cache):
-    dataset = load_cub200(cub_dir.parent, cache_dir=datasets_cache)
+    dataset = load_archive("cub200", cub_dir.parent, cache_dir=datasets_cache)
     assert dataset["test"].num_rows == 6
 
 
@@ -74,7 +73,7 @@ def test_cub200_skips_and_reports_unreadable_images(cub_dir, datasets_cache, cap
         str(cub_dir / "images" / "002.Laysan_Albatross" / "truncated.jpg"),
     ]
     with caplog.at_level(logging.WARNING):
-        dataset = load_cub200(cub_dir, cache_dir=datasets_cache)
+        dataset = load_archive("cub200", cub_dir, cache_dir=datasets_cache)
     assert [(image.path, image.split, image.label) for image in dataset.skipped_images] == [
         (bad[0], "train", "Black footed Albatross"),
         (bad[1], "test", "Laysan Albatross"),
@@ -85,7 +84,7 @@ def test_cub200_skips_and_reports_unreadable_images(cub_dir, datasets_cache, cap
 
 
 def test_cub200_without_the_scan_keeps_every_listed_image(cub_dir, datasets_cache):
-    dataset = load_cub200(cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
+    dataset = load_archive("cub200", cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
     assert dataset.skipped_images == []
     assert dataset["train"].num_rows == 7 and dataset["test"].num_rows == 7
 
@@ -93,9 +92,10 @@ def test_cub200_without_the_scan_keeps_every_listed_image(cub_dir, datasets_cach
 def test_missing_image_is_skipped_or_an_error(cub_dir, datasets_cache):
     missing = cub_dir / "images" / "002.Laysan_Albatross" / "Laysan_Albatross_0001.jpg"
     missing.unlink()
-    assert str(missing) in [image.path for image in load_cub200(cub_dir, cache_dir=datasets_cache).skipped_images]
+    skipped = load_archive("cub200", cub_dir, cache_dir=datasets_cache).skipped_images
+    assert str(missing) in [image.path for image in skipped]
     with pytest.raises(ValueError, match="do not exist.*Laysan_Albatross_0001.jpg"):
-        load_cub200(cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
+        load_archive("cub200", cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
 
 
 def test_find_unreadable_images(cub_dir):
@@ -116,31 +116,31 @@ def test_find_unreadable_images(cub_dir):
 def test_cub200_missing_file_names_path_and_layout(cub_dir, file_name):
     (cub_dir / file_name).unlink()
     with pytest.raises(ValueError, match=f"{cub_dir / file_name} not found: expected the official CUB_200_2011"):
-        load_cub200(cub_dir)
+        load_archive("cub200", cub_dir)
 
 
 def test_cub200_missing_images_folder(cub_dir):
     (cub_dir / "images").rename(cub_dir / "pictures")
     with pytest.raises(ValueError, match=f"{cub_dir / 'images'} is not a directory: expected the official CUB_200"):
-        load_cub200(cub_dir)
+        load_archive("cub200", cub_dir)
 
 
 def test_cub200_id_missing_from_one_file(cub_dir):
     labels_file = cub_dir / "image_class_labels.txt"
     labels_file.write_text("".join(line + "\n" for line in labels_file.read_text().splitlines() if line[:2] != "7 "))
     with pytest.raises(ValueError, match=r"image_class_labels.txt does not list the same images.*'7'"):
-        load_cub200(cub_dir)
+        load_archive("cub200", cub_dir)
 
 
 def test_cub200_unknown_class_id(cub_dir):
     classes_file = cub_dir / "classes.txt"
     classes_file.write_text(classes_file.read_text().replace("3 003.Sooty_Albatross\n", ""))
     with pytest.raises(ValueError, match="class ids that are not in .*classes.txt: '3'"):
-        load_cub200(cub_dir)
+        load_archive("cub200", cub_dir)
 
 
 def test_nabirds_sparse_class_ids(nabirds_dir, datasets_cache):
-    dataset = load_nabirds(nabirds_dir, cache_dir=datasets_cache)
+    dataset = load_archive("nabirds", nabirds_dir, cache_dir=datasets_cache)
     assert dataset.skipped_images == []
     assert dataset["train"].num_rows == 6 and dataset["test"].num_rows == 6
     # Leaf classes only, sorted by integer id (295 < 313 < 1010), names from classes.txt.
@@ -153,7 +153,7 @@ def test_nabirds_sparse_class_ids(nabirds_dir, datasets_cache):
 
 
 def test_nabirds_skips_unreadable_images(tmp_path, datasets_cache):
-    dataset = load_nabirds(make_nabirds_tree(tmp_path, with_bad_files=True), cache_dir=datasets_cache)
+    dataset = load_archive("nabirds", make_nabirds_tree(tmp_path, with_bad_files=True), cache_dir=datasets_cache)
     assert [Path(image.path).name for image in dataset.skipped_images] == ["corrupt.jpg"]
     assert dataset["train"].num_rows == 6
 
@@ -161,7 +161,7 @@ def test_nabirds_skips_unreadable_images(tmp_path, datasets_cache):
 def test_nabirds_missing_split_file(nabirds_dir):
     (nabirds_dir / "train_test_split.txt").unlink()
     with pytest.raises(ValueError, match="train_test_split.txt not found: expected the official NABirds archive"):
-        load_nabirds(nabirds_dir)
+        load_archive("nabirds", nabirds_dir)
 
 
 def test_image_folders(image_folders, datasets_cache):

@@ -10,7 +10,7 @@ import torch
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
-from modeling_pim.data.fgvc_datasets import load_cub200
+from modeling_pim.data.fgvc_datasets import load_archive
 from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
 
 
@@ -138,7 +138,7 @@ def test_transforms_and_transform_fn_pickle():
 
 
 def test_with_transform_and_collate_on_a_dataset(cub_dir, datasets_cache):
-    dataset = load_cub200(cub_dir, cache_dir=datasets_cache)["train"]
+    dataset = load_archive("cub200", cub_dir, cache_dir=datasets_cache)["train"]
     dataset = dataset.with_transform(make_transform_fn(build_train_transform(BilinearProcessor())))
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_fn)
     batches = list(loader)

@@ -1,9 +1,10 @@
 """
-Readers of the official archives of the fine-grained benchmarks beyond birds — Stanford Cars, FGVC-Aircraft, Oxford
-Flowers-102, Stanford Dogs and iNaturalist — as their users unpack them. Each reader returns, per official split, the
-absolute image paths and 0-based labels, and the human class names of labels 0..K-1; it reads nothing but the
-annotation files (images are checked later, by the load-time scan). Where torchvision has a loader for the same layout
-(`StanfordCars`, `FGVCAircraft`, `Flowers102`), the reader gives exactly its samples, labels and classes.
+Readers of the official archives of fine-grained benchmarks — CUB-200-2011, NABirds, Stanford Cars, FGVC-Aircraft,
+Oxford Flowers-102, Stanford Dogs and iNaturalist — as their users unpack them. Each reader returns, per official
+split, the absolute image paths and 0-based labels, and the human class names of labels 0..K-1; it reads nothing but
+the annotation files (images are checked later, by the load-time scan). Where torchvision has a loader for the same
+layout (`StanfordCars`, `FGVCAircraft`, `Flowers102`), the reader gives exactly its samples, labels and classes.
+[`read_archive`] reads any of them by name (`ARCHIVES`).
 
 `.mat` files are read with `scipy.io.loadmat`. Every error names the file that is missing or wrong and the layout
 expected.
@@ -11,8 +12,9 @@ expected.
 
 import json
 import os
+import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,18 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
+CUB200_LAYOUT = (
+    "the official CUB_200_2011 archive layout: <data_dir>/images/<NNN.Class_Name>/<file>.jpg, <data_dir>/images.txt "
+    "('<image id> <path under images/>'), <data_dir>/image_class_labels.txt ('<image id> <class id>'), "
+    "<data_dir>/train_test_split.txt ('<image id> <1 for train, 0 for test>') and <data_dir>/classes.txt "
+    "('<class id> <NNN.Class_Name>')"
+)
+NABIRDS_LAYOUT = (
+    "the official NABirds archive layout: <data_dir>/images/<4-digit class id>/<file>.jpg, <data_dir>/images.txt "
+    "('<image uuid> <path under images/>'), <data_dir>/image_class_labels.txt ('<image uuid> <class id>'), "
+    "<data_dir>/train_test_split.txt ('<image uuid> <1 for train, 0 for test>') and <data_dir>/classes.txt "
+    "('<class id> <class name>')"
+)
 STANFORD_CARS_LAYOUT = (
     "the Stanford Cars archive as torchvision's StanfordCars reads it: <data_dir>/devkit/cars_meta.mat "
     "('class_names'), <data_dir>/devkit/cars_train_annos.mat and <data_dir>/cars_test_annos_withlabels.mat "
@@ -94,17 +108,23 @@ class ArchiveSplits:
         return f"{self.name} at {self.root}"
 
 
-def _find_root(data_dir: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
-    """The first of `data_dir / subfolder` holding `marker` (a file or folder), else an error naming the first one."""
+def format_examples(items: Iterable[str], limit: int = 5) -> str:
+    """A short, readable listing of `items` for an error message."""
+    items = sorted(items)
+    listing = ", ".join(repr(item) for item in items[:limit])
+    return listing + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def _archive_root(data_dir: str | os.PathLike, marker: str, subfolders: Sequence[str], layout: str) -> Path:
+    """
+    The first of `data_dir / subfolder` that holds `marker` (a file or folder of the archive), else the first one (the
+    reader then names the file it misses there).
+    """
     data_dir = Path(data_dir).expanduser().absolute()
     if not data_dir.is_dir():
         raise ValueError(f"{data_dir} is not a directory: expected {layout}.")
     candidates = [data_dir / subfolder for subfolder in subfolders]
-    for candidate in candidates:
-        if (candidate / marker).exists():
-            return candidate
-    others = ", ".join(str(candidate / marker) for candidate in candidates[1:])
-    raise ValueError(f"{candidates[0] / marker} not found{f' (nor {others})' if others else ''}: expected {layout}.")
+    return next((candidate for candidate in candidates if (candidate / marker).exists()), candidates[0])
 
 
 def _require_dir(path: Path, layout: str) -> None:
@@ -143,9 +163,10 @@ def _zero_based(values: Sequence, num_classes: int | None, path: Path, what: str
 
 
 def _check_unique(class_names: Sequence[str], path: Path) -> list[str]:
-    duplicates = sorted(name for name, count in Counter(class_names).items() if count > 1)
+    """`class_names`, checked to be unique (they become a `ClassLabel`'s names); `path` is the file they come from."""
+    duplicates = [name for name, count in Counter(class_names).items() if count > 1]
     if duplicates:
-        raise ValueError(f"{path}: several classes are named {duplicates[:5]}; class names must be unique.")
+        raise ValueError(f"{path}: several classes are named {format_examples(duplicates)}; names must be unique.")
     return list(class_names)
 
 
@@ -154,6 +175,139 @@ def _read_lines(path: Path, layout: str) -> list[str]:
     if not path.is_file():
         raise ValueError(f"{path} not found: expected {layout}.")
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_table(path: Path, layout: str) -> dict[str, str]:
+    """Reads a '<key> <value>' text file of an archive into an ordered dict, with errors that name the file."""
+    if not path.is_file():
+        raise ValueError(f"{path} not found: expected {layout}.")
+    table = {}
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(maxsplit=1)
+        if len(fields) != 2:
+            raise ValueError(f"{path}, line {line_number}: expected '<id> <value>', got {line!r}.")
+        key, value = fields
+        if key in table:
+            raise ValueError(f"{path}, line {line_number}: id {key!r} appears twice.")
+        table[key] = value.strip()
+    if not table:
+        raise ValueError(f"{path} is empty: expected {layout}.")
+    return table
+
+
+def _check_same_ids(reference_path: Path, reference: dict[str, str], path: Path, table: dict[str, str]):
+    """Raises when the image ids of `table` (read from `path`) differ from those of `reference`."""
+    missing = reference.keys() - table.keys()
+    extra = table.keys() - reference.keys()
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append(
+                f"{len(missing)} image ids of {reference_path.name} are missing from it ({format_examples(missing)})"
+            )
+        if extra:
+            problems.append(f"{len(extra)} of its ids are not in {reference_path.name} ({format_examples(extra)})")
+        raise ValueError(
+            f"{path} does not list the same images as {reference_path}: {'; '.join(problems)}. Every image id must "
+            "appear once in each of images.txt, image_class_labels.txt and train_test_split.txt."
+        )
+
+
+def _parse_int(value: str, path: Path, what: str) -> int:
+    """Parses an integer field of an archive file."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{path}: {what} {value!r} is not an integer.") from None
+
+
+def _read_archive(
+    root: Path, layout: str, class_name: Callable[[str], str], only_classes_with_images: bool
+) -> tuple[dict[str, tuple[list[str], list[int]]], list[str]]:
+    """
+    Reads the four text files shared by the CUB-200-2011 and NABirds archives.
+
+    Returns:
+        The "train" and "test" splits as (absolute image paths, labels) in `images.txt` order, and the class names of
+        labels 0..K-1 (classes sorted by their integer id).
+    """
+    images_path = root / "images.txt"
+    labels_path = root / "image_class_labels.txt"
+    split_path = root / "train_test_split.txt"
+    classes_path = root / "classes.txt"
+    images = _read_table(images_path, layout)
+    image_classes = _read_table(labels_path, layout)
+    is_train = _read_table(split_path, layout)
+    classes = {
+        _parse_int(key, classes_path, "class id"): value for key, value in _read_table(classes_path, layout).items()
+    }
+    _check_same_ids(images_path, images, labels_path, image_classes)
+    _check_same_ids(images_path, images, split_path, is_train)
+
+    image_class_ids = {
+        image_id: _parse_int(value, labels_path, "class id") for image_id, value in image_classes.items()
+    }
+    unknown = set(image_class_ids.values()) - classes.keys()
+    if unknown:
+        raise ValueError(
+            f"{labels_path} uses class ids that are not in {classes_path}: {format_examples(map(str, unknown))}."
+        )
+    bad_flags = {value for value in is_train.values() if value not in ("0", "1")}
+    if bad_flags:
+        raise ValueError(
+            f"{split_path}: expected 1 (train) or 0 (test) after each image id, got {format_examples(bad_flags)}."
+        )
+
+    class_ids = sorted(set(image_class_ids.values()) if only_classes_with_images else classes)
+    class_names = _check_unique([class_name(classes[class_id]) for class_id in class_ids], classes_path)
+    label_of_class = {class_id: label for label, class_id in enumerate(class_ids)}
+
+    splits = {"train": ([], []), "test": ([], [])}
+    for image_id, relative_path in images.items():
+        paths, labels = splits["train" if is_train[image_id] == "1" else "test"]
+        paths.append(str(root / "images" / relative_path))
+        labels.append(label_of_class[image_class_ids[image_id]])
+    return splits, class_names
+
+
+def _cub200_class_name(name: str) -> str:
+    """'001.Black_footed_Albatross' -> 'Black footed Albatross'."""
+    return re.sub(r"^\d+\.", "", name).replace("_", " ").strip()
+
+
+def read_cub200(data_dir: str | os.PathLike) -> ArchiveSplits:
+    """
+    Reads CUB-200-2011 (Wah et al., 2011): the official "train" and "test" splits of `train_test_split.txt` (5,994 and
+    5,794 images), labels 0..199 following the class ids of `classes.txt`, named without their `NNN.` prefix and with
+    spaces (`"Black footed Albatross"`).
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            The `CUB_200_2011` folder, or the folder the archive was unpacked into.
+    """
+    root = _archive_root(data_dir, "images.txt", ("", "CUB_200_2011"), CUB200_LAYOUT)
+    _require_dir(root / "images", CUB200_LAYOUT)
+    splits, class_names = _read_archive(root, CUB200_LAYOUT, _cub200_class_name, only_classes_with_images=False)
+    return ArchiveSplits("CUB-200-2011", root, splits, class_names)
+
+
+def read_nabirds(data_dir: str | os.PathLike) -> ArchiveSplits:
+    """
+    Reads NABirds (Van Horn et al., CVPR 2015): the official "train" and "test" splits (23,929 and 24,633 images). Only
+    the classes that have images (the 555 leaves of the full archive) are used: sorted by their integer id and
+    numbered 0..K-1, named as in `classes.txt` (e.g. `"Mallard (Male)"`). `classes.txt` also lists the parent classes
+    of `hierarchy.txt`, which has no images and is not read.
+
+    Args:
+        data_dir (`str` or `os.PathLike`):
+            The `nabirds` folder, or the folder the archive was unpacked into.
+    """
+    root = _archive_root(data_dir, "images.txt", ("", "nabirds"), NABIRDS_LAYOUT)
+    _require_dir(root / "images", NABIRDS_LAYOUT)
+    splits, class_names = _read_archive(root, NABIRDS_LAYOUT, str.strip, only_classes_with_images=True)
+    return ArchiveSplits("NABirds", root, splits, class_names)
 
 
 def read_stanford_cars(data_dir: str | os.PathLike) -> ArchiveSplits:
@@ -166,7 +320,7 @@ def read_stanford_cars(data_dir: str | os.PathLike) -> ArchiveSplits:
     Raises:
         `ValueError`: a file or folder of `STANFORD_CARS_LAYOUT` is missing or malformed (the message names it).
     """
-    root = _find_root(data_dir, "devkit/cars_meta.mat", ("", "stanford_cars"), STANFORD_CARS_LAYOUT)
+    root = _archive_root(data_dir, "devkit/cars_meta.mat", ("", "stanford_cars"), STANFORD_CARS_LAYOUT)
     meta_path = root / "devkit" / "cars_meta.mat"
     class_names = _check_unique(
         [str(name) for name in _load_mat(meta_path, ["class_names"], STANFORD_CARS_LAYOUT)["class_names"]], meta_path
@@ -221,7 +375,7 @@ def read_fgvc_aircraft(data_dir: str | os.PathLike, annotation_level: str = "var
             f"{', '.join(FGVC_AIRCRAFT_CLASS_FILES)}."
         )
     classes_file = FGVC_AIRCRAFT_CLASS_FILES[annotation_level]
-    root = _find_root(data_dir, classes_file, ("data", "fgvc-aircraft-2013b/data", ""), FGVC_AIRCRAFT_LAYOUT)
+    root = _archive_root(data_dir, classes_file, ("data", "fgvc-aircraft-2013b/data", ""), FGVC_AIRCRAFT_LAYOUT)
     class_names = _check_unique(_read_lines(root / classes_file, FGVC_AIRCRAFT_LAYOUT), root / classes_file)
     label_of_name = {name: label for label, name in enumerate(class_names)}
     _require_dir(root / "images", FGVC_AIRCRAFT_LAYOUT)
@@ -254,7 +408,7 @@ def read_flowers102(data_dir: str | os.PathLike) -> ArchiveSplits:
     """
     from torchvision.datasets import Flowers102
 
-    root = _find_root(data_dir, "imagelabels.mat", ("", "flowers-102"), FLOWERS102_LAYOUT)
+    root = _archive_root(data_dir, "imagelabels.mat", ("", "flowers-102"), FLOWERS102_LAYOUT)
     image_labels = _load_mat(root / "imagelabels.mat", ["labels"], FLOWERS102_LAYOUT)["labels"]
     labels_of_image = _zero_based(image_labels, len(Flowers102.classes), root / "imagelabels.mat", "label")
     set_ids = _load_mat(root / "setid.mat", ["trnid", "valid", "tstid"], FLOWERS102_LAYOUT)
@@ -290,7 +444,7 @@ def read_stanford_dogs(data_dir: str | os.PathLike) -> ArchiveSplits:
         `ValueError`: a file of `STANFORD_DOGS_LAYOUT` is missing or malformed, or the labels of the lists do not
         match their class folders one to one.
     """
-    root = _find_root(data_dir, "Images", ("",), STANFORD_DOGS_LAYOUT)
+    root = _archive_root(data_dir, "Images", ("",), STANFORD_DOGS_LAYOUT)
     _require_dir(root / "Images", STANFORD_DOGS_LAYOUT)
     candidates = [root / folder / f"train_list{suffix}" for suffix in (".mat", ".txt") for folder in ("", "lists")]
     train_list = next((path for path in candidates if path.is_file()), candidates[0])
@@ -456,13 +610,76 @@ def read_inaturalist(data_dir: str | os.PathLike, version: str | None = None) ->
     return ArchiveSplits(f"iNaturalist {version}", root, splits, class_names)
 
 
+@dataclass(frozen=True)
+class ArchiveFormat:
+    """
+    How [`read_archive`] reads one dataset.
+
+    Attributes:
+        reader (`Callable[..., ArchiveSplits]`):
+            The reader, called with the data folder (and the configuration, if any).
+        splits (`tuple[str, ...]`):
+            The splits it returns.
+        configuration (`str`, *optional*):
+            The reader's argument that a configuration name sets (`annotation_level`, `version`), if it has one.
+    """
+
+    reader: Callable[..., ArchiveSplits]
+    splits: tuple[str, ...]
+    configuration: str | None = None
+
+
+ARCHIVES = {
+    "cub200": ArchiveFormat(read_cub200, ("train", "test")),
+    "nabirds": ArchiveFormat(read_nabirds, ("train", "test")),
+    "stanford_cars": ArchiveFormat(read_stanford_cars, ("train", "test")),
+    "fgvc_aircraft": ArchiveFormat(read_fgvc_aircraft, ("train", "validation", "test"), "annotation_level"),
+    "flowers102": ArchiveFormat(read_flowers102, ("train", "validation", "test")),
+    "stanford_dogs": ArchiveFormat(read_stanford_dogs, ("train", "test")),
+    "inaturalist": ArchiveFormat(read_inaturalist, ("train", "test"), "version"),
+}
+
+
+def read_archive(dataset: str, data_dir: str | os.PathLike, configuration: str | None = None) -> ArchiveSplits:
+    """
+    Reads the official archive of `dataset` (a key of `ARCHIVES`) in `data_dir`.
+
+    Args:
+        dataset (`str`):
+            `"cub200"`, `"nabirds"`, `"stanford_cars"`, `"fgvc_aircraft"`, `"flowers102"`, `"stanford_dogs"` or
+            `"inaturalist"`.
+        data_dir (`str` or `os.PathLike`):
+            The archive's folder, or the folder it was unpacked into (see each reader).
+        configuration (`str`, *optional*):
+            FGVC-Aircraft's annotation level (`"variant"`, `"family"`, `"manufacturer"`) or the iNaturalist version
+            (`INATURALIST_VERSIONS`); the other datasets have none.
+
+    Raises:
+        `ValueError`: an unknown dataset, a configuration for a dataset without any, or the reader's errors.
+    """
+    if dataset not in ARCHIVES:
+        raise ValueError(f"{dataset!r} is not a dataset with an archive reader: use one of {', '.join(ARCHIVES)}.")
+    archive = ARCHIVES[dataset]
+    if configuration is None:
+        return archive.reader(data_dir)
+    if archive.configuration is None:
+        raise ValueError(f"{dataset} has no configurations: remove the configuration name {configuration!r}.")
+    return archive.reader(data_dir, **{archive.configuration: configuration})
+
+
 __all__ = [
+    "ARCHIVES",
     "FGVC_AIRCRAFT_CLASS_FILES",
     "INATURALIST_VERSIONS",
+    "ArchiveFormat",
     "ArchiveSplits",
+    "format_examples",
+    "read_archive",
+    "read_cub200",
     "read_fgvc_aircraft",
     "read_flowers102",
     "read_inaturalist",
+    "read_nabirds",
     "read_stanford_cars",
     "read_stanford_dogs",
 ]

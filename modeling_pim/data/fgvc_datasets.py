@@ -2,7 +2,8 @@
 Fine-grained image classification datasets as `datasets.DatasetDict`s with an `image` column (a lazily decoded
 `datasets.Image`) and a `label` column (a `datasets.ClassLabel` with human-readable names).
 
-Supported sources: the official CUB-200-2011 and NABirds archives as unpacked, `<split>/<class name>/<image>` folders
+Supported sources: the official archives of CUB-200-2011, NABirds, Stanford Cars, FGVC-Aircraft, Oxford Flowers-102,
+Stanford Dogs and iNaturalist as unpacked (read by `archives`), `<split>/<class name>/<image>` folders
 and any image classification dataset of the Hugging Face Hub. The local loaders go through the `imagefolder` builder
 of `datasets` with explicit file lists (images are referenced by path, never copied), attach the labels from the
 archive's text files by path, and by default decode every image once at load time so that an unreadable, corrupt or
@@ -11,10 +12,9 @@ truncated file is reported and dropped before training rather than crashing it.
 
 import glob
 import os
-import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,23 +23,12 @@ import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset
 from transformers.utils import logging
 
+from .archives import format_examples, read_archive
 from .image_files import find_image_files, image_extensions, load_image
 
 
 logger = logging.get_logger(__name__)
 
-CUB200_LAYOUT = (
-    "the official CUB_200_2011 archive layout: <data_dir>/images/<NNN.Class_Name>/<file>.jpg, <data_dir>/images.txt "
-    "('<image id> <path under images/>'), <data_dir>/image_class_labels.txt ('<image id> <class id>'), "
-    "<data_dir>/train_test_split.txt ('<image id> <1 for train, 0 for test>') and <data_dir>/classes.txt "
-    "('<class id> <NNN.Class_Name>')"
-)
-NABIRDS_LAYOUT = (
-    "the official NABirds archive layout: <data_dir>/images/<4-digit class id>/<file>.jpg, <data_dir>/images.txt "
-    "('<image uuid> <path under images/>'), <data_dir>/image_class_labels.txt ('<image uuid> <class id>'), "
-    "<data_dir>/train_test_split.txt ('<image uuid> <1 for train, 0 for test>') and <data_dir>/classes.txt "
-    "('<class id> <class name>')"
-)
 IMAGE_FOLDERS_LAYOUT = "<split dir>/<class name>/<image files>, one folder per class"
 
 # Column names that `load_hub_dataset` recognises, in order of preference, when the features do not decide.
@@ -134,128 +123,6 @@ def find_unreadable_images(paths: Iterable[str | os.PathLike], num_workers: int 
     return [path for path in paths if path in errors]
 
 
-def _read_table(path: Path, layout: str) -> dict[str, str]:
-    """Reads a '<key> <value>' text file of an archive into an ordered dict, with errors that name the file."""
-    if not path.is_file():
-        raise ValueError(f"{path} not found: expected {layout}.")
-    table = {}
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        fields = line.split(maxsplit=1)
-        if len(fields) != 2:
-            raise ValueError(f"{path}, line {line_number}: expected '<id> <value>', got {line!r}.")
-        key, value = fields
-        if key in table:
-            raise ValueError(f"{path}, line {line_number}: id {key!r} appears twice.")
-        table[key] = value.strip()
-    if not table:
-        raise ValueError(f"{path} is empty: expected {layout}.")
-    return table
-
-
-def _examples(items: Iterable[str], limit: int = 5) -> str:
-    """A short, readable listing of `items` for an error message."""
-    items = sorted(items)
-    listing = ", ".join(repr(item) for item in items[:limit])
-    return listing + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def _check_same_ids(reference_path: Path, reference: dict[str, str], path: Path, table: dict[str, str]):
-    """Raises when the image ids of `table` (read from `path`) differ from those of `reference`."""
-    missing = reference.keys() - table.keys()
-    extra = table.keys() - reference.keys()
-    if missing or extra:
-        problems = []
-        if missing:
-            problems.append(
-                f"{len(missing)} image ids of {reference_path.name} are missing from it ({_examples(missing)})"
-            )
-        if extra:
-            problems.append(f"{len(extra)} of its ids are not in {reference_path.name} ({_examples(extra)})")
-        raise ValueError(
-            f"{path} does not list the same images as {reference_path}: {'; '.join(problems)}. Every image id must "
-            "appear once in each of images.txt, image_class_labels.txt and train_test_split.txt."
-        )
-
-
-def _parse_int(value: str, path: Path, what: str) -> int:
-    """Parses an integer field of an archive file."""
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f"{path}: {what} {value!r} is not an integer.") from None
-
-
-def _archive_root(data_dir: str | os.PathLike, archive_name: str, layout: str) -> Path:
-    """`data_dir`, or `data_dir/archive_name` when `data_dir` is the folder the archive was unpacked into."""
-    data_dir = Path(data_dir).expanduser().absolute()
-    if not data_dir.is_dir():
-        raise ValueError(f"{data_dir} is not a directory: expected {layout}.")
-    if not (data_dir / "images.txt").is_file() and (data_dir / archive_name / "images.txt").is_file():
-        data_dir = data_dir / archive_name
-    if not (data_dir / "images").is_dir():
-        raise ValueError(f"{data_dir / 'images'} is not a directory: expected {layout}.")
-    return data_dir
-
-
-def _read_archive(
-    root: Path, layout: str, class_name: Callable[[str], str], only_classes_with_images: bool
-) -> tuple[dict[str, tuple[list[str], list[int]]], list[str]]:
-    """
-    Reads the four text files shared by the CUB-200-2011 and NABirds archives.
-
-    Returns:
-        The "train" and "test" splits as (absolute image paths, labels) in `images.txt` order, and the class names of
-        labels 0..K-1 (classes sorted by their integer id).
-    """
-    images_path = root / "images.txt"
-    labels_path = root / "image_class_labels.txt"
-    split_path = root / "train_test_split.txt"
-    classes_path = root / "classes.txt"
-    images = _read_table(images_path, layout)
-    image_classes = _read_table(labels_path, layout)
-    is_train = _read_table(split_path, layout)
-    classes = {
-        _parse_int(key, classes_path, "class id"): value for key, value in _read_table(classes_path, layout).items()
-    }
-    _check_same_ids(images_path, images, labels_path, image_classes)
-    _check_same_ids(images_path, images, split_path, is_train)
-
-    image_class_ids = {
-        image_id: _parse_int(value, labels_path, "class id") for image_id, value in image_classes.items()
-    }
-    unknown = set(image_class_ids.values()) - classes.keys()
-    if unknown:
-        raise ValueError(
-            f"{labels_path} uses class ids that are not in {classes_path}: {_examples(map(str, unknown))}."
-        )
-    bad_flags = {value for value in is_train.values() if value not in ("0", "1")}
-    if bad_flags:
-        raise ValueError(
-            f"{split_path}: expected 1 (train) or 0 (test) after each image id, got {_examples(bad_flags)}."
-        )
-
-    class_ids = sorted(set(image_class_ids.values()) if only_classes_with_images else classes)
-    class_names = [class_name(classes[class_id]) for class_id in class_ids]
-    duplicates = [name for name, count in Counter(class_names).items() if count > 1]
-    if duplicates:
-        raise ValueError(f"{classes_path}: several classes are named {_examples(duplicates)}; names must be unique.")
-    label_of_class = {class_id: label for label, class_id in enumerate(class_ids)}
-
-    splits = {"train": ([], []), "test": ([], [])}
-    for image_id, relative_path in images.items():
-        paths, labels = splits["train" if is_train[image_id] == "1" else "test"]
-        paths.append(str(root / "images" / relative_path))
-        labels.append(label_of_class[image_class_ids[image_id]])
-    return splits, class_names
-
-
-def _cub200_class_name(name: str) -> str:
-    """'001.Black_footed_Albatross' -> 'Black footed Albatross'."""
-    return re.sub(r"^\d+\.", "", name).replace("_", " ").strip()
-
-
 def _scan_class_folders(directory: Path, argument: str, allow_empty: bool = False) -> dict[str, list[str]]:
     """
     Maps the name of each class folder of `directory`, in Unicode NFC (so that the NFD names macOS may write match),
@@ -293,7 +160,7 @@ def _scan_class_folders(directory: Path, argument: str, allow_empty: bool = Fals
     if loose_images:
         logger.warning(
             f"Ignored {len(loose_images)} images of {directory} that are not in a class folder (so have no label): "
-            f"{_examples(loose_images)}."
+            f"{format_examples(loose_images)}."
         )
     skipped = files.describe_skipped()
     if skipped:
@@ -320,7 +187,7 @@ def _build_dataset_dict(
     all_paths = [path for paths, _ in splits.values() for path in paths]
     duplicates = [path for path, count in Counter(all_paths).items() if count > 1]
     if duplicates:
-        raise ValueError(f"{source} lists {len(duplicates)} images more than once: {_examples(duplicates)}.")
+        raise ValueError(f"{source} lists {len(duplicates)} images more than once: {format_examples(duplicates)}.")
     if skip_unreadable:
         errors = _find_decode_errors(all_paths, num_workers)
     else:
@@ -328,7 +195,7 @@ def _build_dataset_dict(
         missing = [path for path in all_paths if not os.path.isfile(path)]
         if missing:
             raise ValueError(
-                f"{len(missing)} images listed by {source} do not exist: {_examples(missing)}. Restore them or load "
+                f"{len(missing)} images listed by {source} do not exist: {format_examples(missing)}. Restore them or load "
                 "with skip_unreadable=True to skip them."
             )
     skipped = [
@@ -364,26 +231,33 @@ def _build_dataset_dict(
             lost = set(label_of_path) - set(loaded_paths)
             raise RuntimeError(
                 f"The imagefolder builder did not load exactly the {len(label_of_path)} images of the {split!r} split "
-                f"of {source} (got {len(loaded_paths)} rows; not loaded: {_examples(lost)})."
+                f"of {source} (got {len(loaded_paths)} rows; not loaded: {format_examples(lost)})."
             )
         labels = [label_of_path[path] for path in loaded_paths]
         dataset_dict[split] = dataset.add_column("label", labels, feature=class_label)
     return dataset_dict
 
 
-def load_cub200(
+def load_archive(
+    dataset: str,
     data_dir: str | os.PathLike,
+    configuration: str | None = None,
     skip_unreadable: bool = True,
     num_workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> FgvcDatasetDict:
     """
-    Loads CUB-200-2011 from the official archive as unpacked.
+    Loads a dataset from its official archive as unpacked ([`read_archive`]: CUB-200-2011, NABirds, Stanford Cars,
+    FGVC-Aircraft, Oxford Flowers-102, Stanford Dogs, iNaturalist), with its official splits and class names.
 
     Args:
+        dataset (`str`):
+            A key of `ARCHIVES` (`"cub200"`, `"nabirds"`, `"stanford_cars"`, `"fgvc_aircraft"`, `"flowers102"`,
+            `"stanford_dogs"`, `"inaturalist"`).
         data_dir (`str` or `os.PathLike`):
-            The `CUB_200_2011` folder (with `images/`, `images.txt`, `image_class_labels.txt`, `train_test_split.txt`
-            and `classes.txt`), or the folder the archive was unpacked into.
+            The archive's folder, or the folder it was unpacked into.
+        configuration (`str`, *optional*):
+            FGVC-Aircraft's annotation level or the iNaturalist version (see [`read_archive`]).
         skip_unreadable (`bool`, *optional*, defaults to `True`):
             Decode every image once and drop (and report) those that fail; otherwise a missing image is an error and
             corrupt images are not looked for.
@@ -393,46 +267,15 @@ def load_cub200(
             Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
 
     Returns:
-        [`FgvcDatasetDict`]: "train" and "test" splits (5,994 and 5,794 images for the full archive), labels 0..199
-        following the class ids of `classes.txt`, named without their `NNN.` prefix and with spaces
-        (`"Black footed Albatross"`).
+        [`FgvcDatasetDict`]: the official splits ("train", "test", and "validation" where the archive has one).
+
+    Raises:
+        `ValueError`: a file of the archive is missing or malformed (the message names it and the layout expected).
     """
-    root = _archive_root(data_dir, "CUB_200_2011", CUB200_LAYOUT)
-    splits, class_names = _read_archive(root, CUB200_LAYOUT, _cub200_class_name, only_classes_with_images=False)
-    return _build_dataset_dict(splits, class_names, f"CUB-200-2011 at {root}", skip_unreadable, num_workers, cache_dir)
-
-
-def load_nabirds(
-    data_dir: str | os.PathLike,
-    skip_unreadable: bool = True,
-    num_workers: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> FgvcDatasetDict:
-    """
-    Loads NABirds from the official archive as unpacked.
-
-    Only the classes that have images (the 555 leaves of the full archive) are used: sorted by their integer id and
-    numbered 0..K-1, named as in `classes.txt` (e.g. `"Mallard (Male)"`). `classes.txt` also lists the parent classes
-    of `hierarchy.txt`, which has no images and is not read.
-
-    Args:
-        data_dir (`str` or `os.PathLike`):
-            The `nabirds` folder (with `images/`, `images.txt`, `image_class_labels.txt`, `train_test_split.txt` and
-            `classes.txt`), or the folder the archive was unpacked into.
-        skip_unreadable (`bool`, *optional*, defaults to `True`):
-            Decode every image once and drop (and report) those that fail; otherwise a missing image is an error and
-            corrupt images are not looked for.
-        num_workers (`int`, *optional*):
-            Threads for the image scan (see [`find_unreadable_images`]).
-        cache_dir (`str` or `os.PathLike`, *optional*):
-            Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
-
-    Returns:
-        [`FgvcDatasetDict`]: "train" and "test" splits (23,929 and 24,633 images for the full archive).
-    """
-    root = _archive_root(data_dir, "nabirds", NABIRDS_LAYOUT)
-    splits, class_names = _read_archive(root, NABIRDS_LAYOUT, str.strip, only_classes_with_images=True)
-    return _build_dataset_dict(splits, class_names, f"NABirds at {root}", skip_unreadable, num_workers, cache_dir)
+    archive = read_archive(dataset, data_dir, configuration)
+    return _build_dataset_dict(
+        archive.splits, archive.class_names, archive.source, skip_unreadable, num_workers, cache_dir
+    )
 
 
 def load_image_folders(
@@ -489,7 +332,7 @@ def load_image_folders(
         if unknown:
             argument, directory = directories[split]
             raise ValueError(
-                f"The class folders {_examples(unknown)} of {argument}={str(directory)!r} are not class folders of "
+                f"The class folders {format_examples(unknown)} of {argument}={str(directory)!r} are not class folders of "
                 f"train_dir={str(train_directory)!r}: a class the model is not trained on can never be predicted. "
                 "Add its training images, or remove the folders (folder names are compared after Unicode NFC "
                 "normalisation)."
@@ -568,7 +411,7 @@ def _standardize_columns(
         class_label = ClassLabel(names=[str(label) for label in range(max(values) + 1)])
     else:
         raise ValueError(
-            f"Column {label_column!r} holds {_examples(map(repr, values))}: expected class names or non-negative "
+            f"Column {label_column!r} holds {format_examples(map(repr, values))}: expected class names or non-negative "
             "integer labels (-1 for an image without a label)."
         )
     return DatasetDict({split: dataset.cast_column("label", class_label) for split, dataset in standardized.items()})
@@ -659,7 +502,7 @@ def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Da
     if single_image_classes:
         logger.warning(
             f"{len(single_image_classes)} classes have a single training image and are left out of the validation "
-            f"set: {_examples(single_image_classes)}."
+            f"set: {format_examples(single_image_classes)}."
         )
     validation_indices = sorted(validation_indices)
     train_indices = sorted(set(range(len(labels))) - set(validation_indices))
@@ -670,9 +513,8 @@ __all__ = [
     "FgvcDatasetDict",
     "SkippedImage",
     "find_unreadable_images",
-    "load_cub200",
+    "load_archive",
     "load_hub_dataset",
     "load_image_folders",
-    "load_nabirds",
     "split_validation",
 ]
