@@ -4,15 +4,19 @@ The load-time image scan on generated JPEGs (10,000 by default, photo-like 500x3
 and iNaturalist's images): without cache (every image decoded, as on every run before the cache), a first run with an
 empty cache (decode + cache writes), a second run with nothing changed (stats only), and a run after 1 % of the files
 were touched (their new modification time makes them decoded again). Each is run `--repeats` times, alternating; the
-median is reported. Prints a Markdown table and writes JSON.
+median is reported. Then the cost of building the dataset from the same paths: the `imagefolder` builder of `datasets`
+with explicit files (what the loaders did before; its second run reads its Arrow cache) against `Dataset.from_dict`
+(what they do now). Prints Markdown tables and writes JSON.
 
-    python benchmarks/benchmark_scan.py [--num_images 10000] [--repeats 3] [--output benchmarks/results/benchmark_scan.json]
+    python benchmarks/benchmark_scan.py [--num_images 10000] [--repeats 3] \
+        [--output benchmarks/results/benchmark_scan.json]
 
 The images are generated once into `--image_dir` and reused. They were just written, so they sit in the operating
 system's page cache: the figures are decode and file-system-metadata costs, not cold-disk reads.
 """
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -22,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import PIL
 from PIL import Image
@@ -77,6 +82,27 @@ def timed_scan(paths: list[str], cache_file: Path | None, num_workers: int | Non
     return {"seconds": seconds, "decoded": scan.num_decoded}
 
 
+def time_dataset_builds(paths: list[str], repeats: int) -> dict[str, dict]:
+    """Seconds to build a dataset of `paths` with labels: imagefolder (first and cached run) and Dataset.from_dict."""
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    labels = [index % 2 for index in range(len(paths))]
+    timings = {"imagefolder builder, first run": [], "imagefolder builder, cached": [], "Dataset.from_dict": []}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as cache_dir:
+            for run in ("imagefolder builder, first run", "imagefolder builder, cached"):
+                start = time.perf_counter()
+                loaded = datasets.load_dataset(
+                    "imagefolder", data_files={"train": [glob.escape(path) for path in paths]}, drop_labels=True,
+                    cache_dir=cache_dir,
+                )["train"]
+                loaded.add_column("label", labels, feature=features["label"])
+                timings[run].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        datasets.Dataset.from_dict({"image": paths, "label": labels}, features=features)
+        timings["Dataset.from_dict"].append(time.perf_counter() - start)
+    return {run: {"median_s": statistics.median(times), "all_s": times} for run, times in timings.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -94,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in paths[repeat :: 100]:
                 os.utime(path, ns=(now, now))
             measurements["after touching 1 % of the files"].append(timed_scan(paths, cache_file, args.num_workers))
+    builds = time_dataset_builds(paths, args.repeats)
     load_after = os.getloadavg()[0]
 
     results = {
@@ -117,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| {run} | {result['decoded']} | {result['median_s']:.3f} | {len(paths) / result['median_s']:,.0f} | "
             f"{reference / result['median_s']:.1f}x |"
         )
+    lines += [
+        "",
+        f"Building the dataset of the same {len(paths)} paths, median of {args.repeats}",
+        "",
+        "| how | seconds |",
+        "|---|---:|",
+        *(f"| {run} | {result['median_s']:.3f} |" for run, result in builds.items()),
+    ]
     table = "\n".join(lines)
     if max(load_before, load_after) > (os.cpu_count() or 1) / 2:
         table += (
@@ -129,11 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         "environment": {
             "python": platform.python_version(),
             "pillow": PIL.__version__,
+            "datasets": datasets.__version__,
             "cpu_count": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d"),
             "load_average_before_after": [load_before, load_after],
         },
         "results": results,
+        "dataset_builds": builds,
         "markdown": table,
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

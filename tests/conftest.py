@@ -1,6 +1,7 @@
-"""Shared fixtures: miniature fine-grained datasets on disk (see `fgvc_trees`) and a private `datasets` cache."""
+"""Shared fixtures: miniature fine-grained datasets on disk (see `fgvc_trees`) and a private `$PIM_CACHE`."""
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fgvc_trees import make_cub_tree, make_image_folders, make_nabirds_tree  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def datasets_cache(tmp_path_factory) -> Path:
-    """A `datasets` cache directory private to the test session."""
-    return tmp_path_factory.mktemp("datasets_cache")
+@pytest.fixture(scope="session", autouse=True)
+def private_pim_cache(tmp_path_factory) -> Iterator[Path]:
+    """`$PIM_CACHE` private to the test session, so that the image scan caches never land in the user's cache."""
+    cache = tmp_path_factory.mktemp("pim_cache")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("PIM_CACHE", str(cache))
+        yield cache
 
 
 @pytest.fixture

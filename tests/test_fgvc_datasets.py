@@ -12,7 +12,6 @@ from fgvc_trees import FOLDER_CLASS_NAMES, class_color, make_image_folders, make
 from modeling_pim.data import fgvc_datasets
 from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
-    find_unreadable_images,
     load_archive,
     load_hub_dataset,
     load_image_folders,
@@ -39,8 +38,8 @@ def assert_colors_match_labels(dataset: Dataset) -> None:
         assert np.abs(observed - expected).max() < 40, (row["image"].filename, row["label"], observed)
 
 
-def test_cub200_splits_names_and_labels(cub_dir, datasets_cache):
-    dataset = load_archive("cub200", cub_dir, cache_dir=datasets_cache)
+def test_cub200_splits_names_and_labels(cub_dir):
+    dataset = load_archive("cub200", cub_dir)
     assert isinstance(dataset, FgvcDatasetDict) and isinstance(dataset, DatasetDict)
     assert set(dataset) == {"train", "test"}
     # 3 classes x 4 images split 2/2, minus the corrupt (train) and truncated (test) files.
@@ -62,18 +61,18 @@ def test_cub200_splits_names_and_labels(cub_dir, datasets_cache):
     assert_colors_match_labels(dataset["test"])
 
 
-def test_cub200_accepts_the_folder_the_archive_was_unpacked_into(cub_dir, datasets_cache):
-    dataset = load_archive("cub200", cub_dir.parent, cache_dir=datasets_cache)
+def test_cub200_accepts_the_folder_the_archive_was_unpacked_into(cub_dir):
+    dataset = load_archive("cub200", cub_dir.parent)
     assert dataset["test"].num_rows == 6
 
 
-def test_cub200_skips_and_reports_unreadable_images(cub_dir, datasets_cache, caplog):
+def test_cub200_skips_and_reports_unreadable_images(cub_dir, caplog):
     bad = [
         str(cub_dir / "images" / "001.Black_footed_Albatross" / "corrupt.jpg"),
         str(cub_dir / "images" / "002.Laysan_Albatross" / "truncated.jpg"),
     ]
     with caplog.at_level(logging.WARNING):
-        dataset = load_archive("cub200", cub_dir, cache_dir=datasets_cache)
+        dataset = load_archive("cub200", cub_dir)
     assert [(image.path, image.split, image.label) for image in dataset.skipped_images] == [
         (bad[0], "train", "Black footed Albatross"),
         (bad[1], "test", "Laysan Albatross"),
@@ -83,33 +82,19 @@ def test_cub200_skips_and_reports_unreadable_images(cub_dir, datasets_cache, cap
     assert not set(bad) & set(image_paths(dataset["train"]) + image_paths(dataset["test"]))
 
 
-def test_cub200_without_the_scan_keeps_every_listed_image(cub_dir, datasets_cache):
-    dataset = load_archive("cub200", cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
+def test_cub200_without_the_scan_keeps_every_listed_image(cub_dir):
+    dataset = load_archive("cub200", cub_dir, skip_unreadable=False)
     assert dataset.skipped_images == []
     assert dataset["train"].num_rows == 7 and dataset["test"].num_rows == 7
 
 
-def test_missing_image_is_skipped_or_an_error(cub_dir, datasets_cache):
+def test_missing_image_is_skipped_or_an_error(cub_dir):
     missing = cub_dir / "images" / "002.Laysan_Albatross" / "Laysan_Albatross_0001.jpg"
     missing.unlink()
-    skipped = load_archive("cub200", cub_dir, cache_dir=datasets_cache).skipped_images
+    skipped = load_archive("cub200", cub_dir).skipped_images
     assert str(missing) in [image.path for image in skipped]
     with pytest.raises(ValueError, match="do not exist.*Laysan_Albatross_0001.jpg"):
-        load_archive("cub200", cub_dir, skip_unreadable=False, cache_dir=datasets_cache)
-
-
-def test_find_unreadable_images(cub_dir):
-    good = sorted(str(path) for path in (cub_dir / "images").rglob("*_000[1-4].*"))
-    corrupt = str(cub_dir / "images" / "001.Black_footed_Albatross" / "corrupt.jpg")
-    truncated = cub_dir / "images" / "002.Laysan_Albatross" / "truncated.jpg"
-    missing = str(cub_dir / "images" / "nope.jpg")
-    assert len(good) == 12
-    assert find_unreadable_images([truncated, *good, missing, corrupt], num_workers=2) == [
-        str(truncated),
-        missing,
-        corrupt,
-    ]
-    assert find_unreadable_images(good) == []
+        load_archive("cub200", cub_dir, skip_unreadable=False)
 
 
 @pytest.mark.parametrize("file_name", ["images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"])
@@ -139,8 +124,8 @@ def test_cub200_unknown_class_id(cub_dir):
         load_archive("cub200", cub_dir)
 
 
-def test_nabirds_sparse_class_ids(nabirds_dir, datasets_cache):
-    dataset = load_archive("nabirds", nabirds_dir, cache_dir=datasets_cache)
+def test_nabirds_sparse_class_ids(nabirds_dir):
+    dataset = load_archive("nabirds", nabirds_dir)
     assert dataset.skipped_images == []
     assert dataset["train"].num_rows == 6 and dataset["test"].num_rows == 6
     # Leaf classes only, sorted by integer id (295 < 313 < 1010), names from classes.txt.
@@ -152,8 +137,8 @@ def test_nabirds_sparse_class_ids(nabirds_dir, datasets_cache):
         assert_colors_match_labels(split)
 
 
-def test_nabirds_skips_unreadable_images(tmp_path, datasets_cache):
-    dataset = load_archive("nabirds", make_nabirds_tree(tmp_path, with_bad_files=True), cache_dir=datasets_cache)
+def test_nabirds_skips_unreadable_images(tmp_path):
+    dataset = load_archive("nabirds", make_nabirds_tree(tmp_path, with_bad_files=True))
     assert [Path(image.path).name for image in dataset.skipped_images] == ["corrupt.jpg"]
     assert dataset["train"].num_rows == 6
 
@@ -164,8 +149,8 @@ def test_nabirds_missing_split_file(nabirds_dir):
         load_archive("nabirds", nabirds_dir)
 
 
-def test_image_folders(image_folders, datasets_cache):
-    dataset = load_image_folders(image_folders / "train", image_folders / "validation", cache_dir=datasets_cache)
+def test_image_folders(image_folders):
+    dataset = load_image_folders(image_folders / "train", image_folders / "validation")
     assert set(dataset) == {"train", "validation"}
     assert dataset["train"].num_rows == 9 and dataset["validation"].num_rows == 9
     assert dataset["validation"].features["label"].names == list(FOLDER_CLASS_NAMES)
@@ -187,20 +172,20 @@ def test_image_folders_test_class_without_training_folder_is_refused(tmp_path):
     )
 
 
-def test_image_folders_test_covering_some_classes_maps_them_by_name(tmp_path, datasets_cache):
+def test_image_folders_test_covering_some_classes_maps_them_by_name(tmp_path):
     make_image_folders(tmp_path, splits=("train",))
     make_image_folders(tmp_path, splits=("test",), class_names=("Barn Swallow",), images_per_class=2)
     (tmp_path / "test" / "Cape May Warbler").mkdir()  # an empty class folder: the class has no test images
-    dataset = load_image_folders(tmp_path / "train", test_dir=tmp_path / "test", cache_dir=datasets_cache)
+    dataset = load_image_folders(tmp_path / "train", test_dir=tmp_path / "test")
     assert dataset["test"].features["label"].names == list(FOLDER_CLASS_NAMES)
     assert list(dataset["test"]["label"]) == [1, 1]
 
 
-def test_image_folders_match_class_names_after_nfc_normalisation(tmp_path, datasets_cache):
+def test_image_folders_match_class_names_after_nfc_normalisation(tmp_path):
     nfc, nfd = unicodedata.normalize("NFC", "café crème"), unicodedata.normalize("NFD", "café crème")
     make_image_folders(tmp_path, splits=("train",), class_names=(nfc, "thé"), images_per_class=1)
     make_image_folders(tmp_path, splits=("test",), class_names=(nfd,), images_per_class=1)  # as macOS may write it
-    dataset = load_image_folders(tmp_path / "train", test_dir=tmp_path / "test", cache_dir=datasets_cache)
+    dataset = load_image_folders(tmp_path / "train", test_dir=tmp_path / "test")
     assert dataset["train"].features["label"].names == [nfc, "thé"]
     assert list(dataset["test"]["label"]) == [0]
 
@@ -216,9 +201,9 @@ def test_image_folders_missing_directory(tmp_path):
         load_image_folders(tmp_path / "nowhere")
 
 
-def test_image_folders_with_special_characters_in_file_names(tmp_path, datasets_cache):
+def test_image_folders_with_special_characters_in_file_names(tmp_path):
     make_image_folders(tmp_path, splits=("train",), class_names=("Acadian [Flycatcher]*",), images_per_class=2)
-    dataset = load_image_folders(tmp_path / "train", cache_dir=datasets_cache)
+    dataset = load_image_folders(tmp_path / "train")
     assert dataset["train"].num_rows == 2
 
 

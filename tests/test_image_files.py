@@ -102,14 +102,14 @@ def test_image_extensions_are_those_pil_opens_and_imagefolder_loads():
     assert all(extension == extension.lower() and extension.startswith(".") for extension in extensions)
 
 
-def test_training_and_pim_infer_see_the_same_images(tmp_path, datasets_cache, caplog):
+def test_training_and_pim_infer_see_the_same_images(tmp_path, caplog):
     root = make_tree(tmp_path)
     torch.manual_seed(0)
     model_dir = tmp_path / "model"
     PimForImageClassification(tiny_pim_config(CLASSES)).save_pretrained(model_dir)
     PimImageProcessor.for_image_size(64).save_pretrained(model_dir)
 
-    dataset = load_image_folders(root, cache_dir=datasets_cache)["train"]
+    dataset = load_image_folders(root)["train"]
     files = dataset.cast_column("image", ImageFeature(decode=False))["image"]
     trained_on = sorted(Path(os.path.relpath(file["path"], root)).as_posix() for file in files)
     assert trained_on == EXPECTED_IMAGES
@@ -130,10 +130,10 @@ def test_training_and_pim_infer_see_the_same_images(tmp_path, datasets_cache, ca
     }
 
 
-def test_training_refuses_a_macos_metadata_folder_by_name(tmp_path, datasets_cache):
+def test_training_refuses_a_macos_metadata_folder_by_name(tmp_path):
     root = tmp_path / "train"
     write_image(root / "cardinal" / "a.jpg")
     write_image(root / "__MACOSX" / "cardinal" / "._a.jpg")
 
     with pytest.raises(ValueError, match=r"__MACOSX \(a macOS archive metadata folder: delete it\) contains no image"):
-        load_image_folders(root, cache_dir=datasets_cache)
+        load_image_folders(root)

@@ -137,8 +137,8 @@ def test_transforms_and_transform_fn_pickle():
         assert restored({"image": [random_image("RGB")], "label": [1]})["pixel_values"][0].shape == (3, 40, 44)
 
 
-def test_with_transform_and_collate_on_a_dataset(cub_dir, datasets_cache):
-    dataset = load_archive("cub200", cub_dir, cache_dir=datasets_cache)["train"]
+def test_with_transform_and_collate_on_a_dataset(cub_dir):
+    dataset = load_archive("cub200", cub_dir)["train"]
     dataset = dataset.with_transform(make_transform_fn(build_train_transform(BilinearProcessor())))
     loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_fn)
     batches = list(loader)

@@ -3,28 +3,27 @@ Fine-grained image classification datasets as `datasets.DatasetDict`s with an `i
 `datasets.Image`) and a `label` column (a `datasets.ClassLabel` with human-readable names).
 
 Supported sources: the official archives of CUB-200-2011, NABirds, Stanford Cars, FGVC-Aircraft, Oxford Flowers-102,
-Stanford Dogs and iNaturalist as unpacked (read by `archives`), `<split>/<class name>/<image>` folders
-and any image classification dataset of the Hugging Face Hub. The local loaders go through the `imagefolder` builder
-of `datasets` with explicit file lists (images are referenced by path, never copied), attach the labels from the
-archive's text files by path, and by default decode every image once at load time so that an unreadable, corrupt or
-truncated file is reported and dropped before training rather than crashing it.
+Stanford Dogs and iNaturalist as unpacked (read by `archives`), `<split>/<class name>/<image>` folders and any image
+classification dataset of the Hugging Face Hub. The local loaders build each split from its image paths and labels
+(`Dataset.from_dict`: images are referenced by path, never copied, and decoded when read) and by default decode every
+image once at load time (`image_scan`, cached per file) so that an unreadable, corrupt or truncated file is reported
+and dropped before training rather than crashing it.
 """
 
-import glob
 import os
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Image, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
 from transformers.utils import logging
 
 from .archives import format_examples, read_archive
-from .image_files import find_image_files, image_extensions, load_image
+from .image_files import find_image_files, image_extensions
+from .image_scan import default_scan_cache_dir, scan_cache_file, scan_images
 
 
 logger = logging.get_logger(__name__)
@@ -75,52 +74,6 @@ class FgvcDatasetDict(DatasetDict):
         super().__init__(*args, **kwargs)
         self.source = source
         self.skipped_images = list(skipped_images)
-
-
-def _decode_error(path: str) -> str | None:
-    """The reason why `path` cannot be decoded into the RGB image the model sees ([`load_image`]), or `None`."""
-    try:
-        load_image(path)
-    except Exception as error:  # Any failure to decode makes the image unusable, whatever PIL plugin raised it.
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-def _find_decode_errors(paths: Sequence[str], num_workers: int | None = None) -> dict[str, str]:
-    """Maps each of `paths` that cannot be decoded to the reason, decoding the images in a thread pool."""
-    if not paths:
-        return {}
-    with ThreadPoolExecutor(max_workers=num_workers) as executor:
-        errors = list(
-            logging.tqdm(
-                executor.map(_decode_error, paths),
-                total=len(paths),
-                desc="Checking images",
-                unit="img",
-                disable=len(paths) < 1000,
-            )
-        )
-    return {path: error for path, error in zip(paths, errors, strict=True) if error is not None}
-
-
-def find_unreadable_images(paths: Iterable[str | os.PathLike], num_workers: int | None = None) -> list[str]:
-    """
-    Fully decodes every image once into the RGB image the model sees ([`load_image`], in a thread pool) and returns
-    those that fail: missing files, files that are not images, corrupt or truncated images.
-
-    Args:
-        paths (`Iterable[str | os.PathLike]`):
-            Image files to check.
-        num_workers (`int`, *optional*):
-            Threads used to decode; defaults to `concurrent.futures.ThreadPoolExecutor`'s default
-            (`min(32, os.cpu_count() + 4)`). Decoding releases the GIL, and threads also hide file system latency.
-
-    Returns:
-        `list[str]`: the unreadable paths, as strings, in the order they were given.
-    """
-    paths = [os.fspath(path) for path in paths]
-    errors = _find_decode_errors(paths, num_workers)
-    return [path for path in paths if path in errors]
 
 
 def _scan_class_folders(directory: Path, argument: str, allow_empty: bool = False) -> dict[str, list[str]]:
@@ -176,27 +129,27 @@ def _build_dataset_dict(
     source: str,
     skip_unreadable: bool,
     num_workers: int | None,
-    cache_dir: str | os.PathLike | None,
+    scan_cache_dir: str | os.PathLike | None,
 ) -> FgvcDatasetDict:
     """
-    Loads `splits` (absolute image paths and labels) through the `imagefolder` builder and attaches the labels.
-
-    The labels are joined to the loaded rows by image path, so they stay right even if the builder reordered, dropped
-    or duplicated files; any such difference is an error.
+    Builds the splits from their absolute image paths and labels (`Dataset.from_dict`: the `image` column holds the
+    paths, decoded lazily), after the load-time scan ([`scan_images`], cached in `scan_cache_dir`) left out the images
+    that cannot be decoded, reported in `skipped_images`.
     """
     all_paths = [path for paths, _ in splits.values() for path in paths]
     duplicates = [path for path, count in Counter(all_paths).items() if count > 1]
     if duplicates:
         raise ValueError(f"{source} lists {len(duplicates)} images more than once: {format_examples(duplicates)}.")
     if skip_unreadable:
-        errors = _find_decode_errors(all_paths, num_workers)
+        cache_file = scan_cache_file(scan_cache_dir or default_scan_cache_dir(), source)
+        errors = scan_images(all_paths, cache_file, num_workers).errors
     else:
         errors = {}
         missing = [path for path in all_paths if not os.path.isfile(path)]
         if missing:
             raise ValueError(
-                f"{len(missing)} images listed by {source} do not exist: {format_examples(missing)}. Restore them or load "
-                "with skip_unreadable=True to skip them."
+                f"{len(missing)} images listed by {source} do not exist: {format_examples(missing)}. Restore them or "
+                "load with skip_unreadable=True to skip them."
             )
     skipped = [
         SkippedImage(path, split, class_names[label], errors[path])
@@ -209,32 +162,14 @@ def _build_dataset_dict(
             f"Skipped {len(skipped)} unreadable images of {source} (listed with the reasons in the data report)."
         )
 
-    kept = {}
-    for split, (paths, labels) in splits.items():
-        kept_pairs = [(path, label) for path, label in zip(paths, labels, strict=True) if path not in errors]
-        if not kept_pairs:
-            raise ValueError(f"The {split!r} split of {source} has no readable images.")
-        kept[split] = dict(kept_pairs)
-
-    loaded = load_dataset(
-        "imagefolder",
-        data_files={split: [glob.escape(path) for path in label_of_path] for split, label_of_path in kept.items()},
-        drop_labels=True,
-        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-    )
-    class_label = ClassLabel(names=class_names)
+    features = Features({"image": Image(), "label": ClassLabel(names=class_names)})
     dataset_dict = FgvcDatasetDict(source=source, skipped_images=skipped)
-    for split, label_of_path in kept.items():
-        dataset = loaded[split]
-        loaded_paths = [image["path"] for image in dataset.data.column("image").to_pylist()]
-        if sorted(loaded_paths) != sorted(label_of_path):
-            lost = set(label_of_path) - set(loaded_paths)
-            raise RuntimeError(
-                f"The imagefolder builder did not load exactly the {len(label_of_path)} images of the {split!r} split "
-                f"of {source} (got {len(loaded_paths)} rows; not loaded: {format_examples(lost)})."
-            )
-        labels = [label_of_path[path] for path in loaded_paths]
-        dataset_dict[split] = dataset.add_column("label", labels, feature=class_label)
+    for split, (paths, labels) in splits.items():
+        kept = [(path, label) for path, label in zip(paths, labels, strict=True) if path not in errors]
+        if not kept:
+            raise ValueError(f"The {split!r} split of {source} has no readable images.")
+        columns = {"image": [path for path, _ in kept], "label": [label for _, label in kept]}
+        dataset_dict[split] = Dataset.from_dict(columns, features=features, split=split)
     return dataset_dict
 
 
@@ -244,7 +179,7 @@ def load_archive(
     configuration: str | None = None,
     skip_unreadable: bool = True,
     num_workers: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    scan_cache_dir: str | os.PathLike | None = None,
 ) -> FgvcDatasetDict:
     """
     Loads a dataset from its official archive as unpacked ([`read_archive`]: CUB-200-2011, NABirds, Stanford Cars,
@@ -262,9 +197,10 @@ def load_archive(
             Decode every image once and drop (and report) those that fail; otherwise a missing image is an error and
             corrupt images are not looked for.
         num_workers (`int`, *optional*):
-            Threads for the image scan (see [`find_unreadable_images`]).
-        cache_dir (`str` or `os.PathLike`, *optional*):
-            Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
+            Threads for the image scan (see [`scan_images`]).
+        scan_cache_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the image scan's cache (one SQLite file per dataset: a file unchanged since it was checked is not
+            decoded again); defaults to `$PIM_CACHE/image_scan` or `~/.cache/modeling_pim/image_scan`.
 
     Returns:
         [`FgvcDatasetDict`]: the official splits ("train", "test", and "validation" where the archive has one).
@@ -274,7 +210,7 @@ def load_archive(
     """
     archive = read_archive(dataset, data_dir, configuration)
     return _build_dataset_dict(
-        archive.splits, archive.class_names, archive.source, skip_unreadable, num_workers, cache_dir
+        archive.splits, archive.class_names, archive.source, skip_unreadable, num_workers, scan_cache_dir
     )
 
 
@@ -284,7 +220,7 @@ def load_image_folders(
     test_dir: str | os.PathLike | None = None,
     skip_unreadable: bool = True,
     num_workers: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
+    scan_cache_dir: str | os.PathLike | None = None,
 ) -> FgvcDatasetDict:
     """
     Loads pre-split `<split dir>/<class name>/<image files>` folders (images may sit in sub-folders of a class
@@ -300,9 +236,10 @@ def load_image_folders(
         skip_unreadable (`bool`, *optional*, defaults to `True`):
             Decode every image once and drop (and report) those that fail.
         num_workers (`int`, *optional*):
-            Threads for the image scan (see [`find_unreadable_images`]).
-        cache_dir (`str` or `os.PathLike`, *optional*):
-            Cache directory of `datasets` for the Arrow files (which hold image paths, not image bytes).
+            Threads for the image scan (see [`scan_images`]).
+        scan_cache_dir (`str` or `os.PathLike`, *optional*):
+            Folder of the image scan's cache (one SQLite file per dataset: a file unchanged since it was checked is not
+            decoded again); defaults to `$PIM_CACHE/image_scan` or `~/.cache/modeling_pim/image_scan`.
 
     Returns:
         [`FgvcDatasetDict`]: one split per given folder. The classes are the class folders of `train_dir`, named after
@@ -332,8 +269,8 @@ def load_image_folders(
         if unknown:
             argument, directory = directories[split]
             raise ValueError(
-                f"The class folders {format_examples(unknown)} of {argument}={str(directory)!r} are not class folders of "
-                f"train_dir={str(train_directory)!r}: a class the model is not trained on can never be predicted. "
+                f"The class folders {format_examples(unknown)} of {argument}={str(directory)!r} are not class folders "
+                f"of train_dir={str(train_directory)!r}: a class the model is not trained on can never be predicted. "
                 "Add its training images, or remove the folders (folder names are compared after Unicode NFC "
                 "normalisation)."
             )
@@ -346,7 +283,7 @@ def load_image_folders(
         for split, classes in files.items()
     }
     source = "the image folders " + ", ".join(f"{argument}={directory}" for argument, directory in directories.values())
-    return _build_dataset_dict(splits, class_names, source, skip_unreadable, num_workers, cache_dir)
+    return _build_dataset_dict(splits, class_names, source, skip_unreadable, num_workers, scan_cache_dir)
 
 
 def _pick_column(
@@ -512,7 +449,6 @@ def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Da
 __all__ = [
     "FgvcDatasetDict",
     "SkippedImage",
-    "find_unreadable_images",
     "load_archive",
     "load_hub_dataset",
     "load_image_folders",

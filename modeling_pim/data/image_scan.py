@@ -21,6 +21,7 @@ from pathlib import Path
 import PIL
 from transformers.utils import logging
 
+from ..utils.cache import cache_dir
 from .image_files import load_image
 
 
@@ -47,26 +48,19 @@ def decode_error(path: str) -> str | None:
     return None
 
 
-def pim_cache_dir() -> Path:
-    """The root of this package's caches: `$PIM_CACHE`, else `$XDG_CACHE_HOME/modeling_pim` (`~/.cache/...`)."""
-    if os.environ.get("PIM_CACHE"):
-        return Path(os.environ["PIM_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "modeling_pim"
-
-
 def default_scan_cache_dir() -> Path:
-    """Where the scan caches live by default: `pim_cache_dir() / "image_scan"`."""
-    return pim_cache_dir() / "image_scan"
+    """Where the scan caches live by default: `$PIM_CACHE/image_scan` or `~/.cache/modeling_pim/image_scan`."""
+    return cache_dir("image_scan")
 
 
-def scan_cache_file(cache_dir: str | os.PathLike, key: str) -> Path:
+def scan_cache_file(directory: str | os.PathLike, key: str) -> Path:
     """
-    The cache file of one dataset in `cache_dir`: a readable tail of `key` (e.g. the dataset's root folder) and a hash
-    of it, `<cache_dir>/<key tail>-<16 hex digits>.sqlite`.
+    The cache file of one dataset in `directory`: a readable tail of `key` (e.g. the dataset's root folder) and a hash
+    of it, `<directory>/<key tail>-<16 hex digits>.sqlite`.
     """
     tail = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")[-60:]
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return Path(cache_dir).expanduser() / f"{tail}-{digest}.sqlite"
+    return Path(directory).expanduser() / f"{tail}-{digest}.sqlite"
 
 
 @dataclass
@@ -259,7 +253,6 @@ __all__ = [
     "ImageScan",
     "decode_error",
     "default_scan_cache_dir",
-    "pim_cache_dir",
     "scan_cache_file",
     "scan_images",
 ]
