@@ -33,6 +33,7 @@ import logging
 import re
 import types
 import typing
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,12 +42,14 @@ import pyarrow.compute
 import timm
 import transformers
 import yaml
+from datasets import concatenate_datasets
 from huggingface_hub.errors import LocalEntryNotFoundError
 from transformers import HfArgumentParser, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from modeling_pim.data.archives import ARCHIVES
 from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
     load_archive,
@@ -63,11 +66,13 @@ from modeling_pim.training.transfer import load_for_labels
 
 
 logger = logging.getLogger(__name__)
-DATASETS = ("cub200", "nabirds", "folders", "hub", "synthetic")
+DATASETS = (*ARCHIVES, "folders", "hub", "synthetic")
 # The flags that say where the data of each `--dataset` is; a flag of another dataset is refused.
 DATA_SOURCE_FLAGS = {
-    "cub200": ("data_dir",),
-    "nabirds": ("data_dir",),
+    **{
+        name: ("data_dir", "dataset_config_name") if archive.configuration else ("data_dir",)
+        for name, archive in ARCHIVES.items()
+    },
     "folders": ("train_dir", "validation_dir", "test_dir"),
     "hub": ("dataset_name", "dataset_config_name", "image_column_name", "label_column_name"),
     "synthetic": ("synthetic_num_classes", "synthetic_train_per_class", "synthetic_dir"),
@@ -90,8 +95,9 @@ given after it override it, and `key: null` in a recipe means the flag's default
   accelerate launch --multi_gpu train_pim.py configuration/nabirds_swin_large_384.yaml --data_dir /data/nabirds
 
 Common flags:
-  --dataset {cub200,nabirds,folders,hub,synthetic}
-  --data_dir DIR               the unpacked CUB_200_2011 or nabirds archive (cub200, nabirds)
+  --dataset {cub200,nabirds,stanford_cars,fgvc_aircraft,flowers102,stanford_dogs,inaturalist,folders,hub,synthetic}
+  --data_dir DIR               the unpacked official archive (cub200 ... inaturalist)
+  --dataset_config_name NAME   fgvc_aircraft: variant|family|manufacturer; inaturalist: 2021|2021_mini|2017|...
   --train_dir, --validation_dir, --test_dir DIR
                                one sub-folder of images per class (folders)
   --dataset_name ID_OR_PATH    a Hub image-classification dataset (hub)
@@ -172,13 +178,21 @@ class DataTrainingArguments:
     dataset: str = field(
         default="folders",
         metadata={
-            "help": "cub200 / nabirds: the official archive in --data_dir; folders: --train_dir/--validation_dir/"
-            "--test_dir with one sub-folder per class; hub: --dataset_name; synthetic: the generated fine-grained "
-            "demo set. Given on the command line, the flags of one source select it.",
+            "help": "cub200, nabirds, stanford_cars, fgvc_aircraft, flowers102, stanford_dogs, inaturalist: the "
+            "official archive in --data_dir, with its official splits and class names; folders: --train_dir/"
+            "--validation_dir/--test_dir with one sub-folder per class; hub: --dataset_name; synthetic: the "
+            "generated fine-grained demo set. Given on the command line, the flags of one source select it.",
             "choices": DATASETS,
         },
     )
-    data_dir: str | None = field(default=None, metadata={"help": "The unpacked CUB_200_2011 or nabirds folder."})
+    data_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "The unpacked official archive: its top folder (CUB_200_2011, nabirds, stanford_cars, "
+            "fgvc-aircraft-2013b, flowers-102, the folder of Images/ and lists/ for stanford_dogs, the folder of the "
+            "annotation files for inaturalist) or the folder it was unpacked into."
+        },
+    )
     train_dir: str | None = field(default=None, metadata={"help": "Training images, <class>/<image> (folders)."})
     validation_dir: str | None = field(
         default=None,
@@ -191,13 +205,27 @@ class DataTrainingArguments:
         default=None,
         metadata={"help": "A Hub image-classification dataset id, or a local folder datasets.load_dataset reads."},
     )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Its configuration, if any."})
+    dataset_config_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "The dataset's configuration: a Hub dataset's; fgvc_aircraft: the annotation level, variant (100 "
+            "classes, default), family (70) or manufacturer (30); inaturalist: the competition, 2021, 2021_mini "
+            "(train_mini.json), 2019, 2018 or 2017 (default: the only one in --data_dir)."
+        },
+    )
     image_column_name: str | None = field(
         default=None, metadata={"help": "Its image column (default: the only Image column, else 'image', 'img', ...)."}
     )
     label_column_name: str | None = field(
         default=None,
         metadata={"help": "Its label column (default: the only ClassLabel column, else 'label', 'labels', ...)."},
+    )
+    merge_validation_into_train: bool = field(
+        default=False,
+        metadata={
+            "help": "Train on the train and validation splits together (the 'trainval' protocol of FGVC-Aircraft and "
+            "Flowers-102 results); --validation_split_percentage then holds out images of both for model selection."
+        },
     )
     validation_split_percentage: float = field(
         default=0.0,
@@ -221,7 +249,19 @@ class DataTrainingArguments:
     blur_probability: float = field(default=0.1, metadata={"help": "Probability of the Gaussian blur (k=5)."})
     sharpness_probability: float = field(default=0.1, metadata={"help": "Probability of the sharpness ×1.5."})
     skip_unreadable: bool = field(
-        default=True, metadata={"help": "Scan images at load time and skip (and list) those that cannot be decoded."}
+        default=True,
+        metadata={
+            "help": "Scan images at load time and skip (and list) those that cannot be decoded; false: a missing "
+            "image is an error and the others are not decoded before training."
+        },
+    )
+    scan_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the load-time scan's cache, one SQLite file per dataset keyed by path, size and "
+            "modification time, so that a second run decodes only new and changed images (default: "
+            "$PIM_CACHE/image_scan or ~/.cache/modeling_pim/image_scan)."
+        },
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set (debugging)."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the evaluation sets (debugging)."})
@@ -315,15 +355,17 @@ def _select_data(recipe: dict[str, Any], flags: dict[str, Any], recipe_path: Pat
     recipe_dataset = recipe.get("dataset", default)
     dataset = flags.get("dataset")
     if dataset is None:
-        if "data_dir" in flags and recipe_dataset not in ("cub200", "nabirds"):
+        if "data_dir" in flags and recipe_dataset not in ARCHIVES:
             raise UserInputError(
-                "--data_dir is the unpacked archive of --dataset cub200 or --dataset nabirds: add --dataset cub200 "
-                "or --dataset nabirds (class folders: --train_dir, --validation_dir, --test_dir)."
+                f"--data_dir is the unpacked archive of a --dataset among {', '.join(ARCHIVES)}: add --dataset with "
+                "its name (class folders: --train_dir, --validation_dir, --test_dir)."
             )
+        # A flag of one source only (--train_dir, --dataset_name...) selects it; --dataset_config_name does not.
+        sources_of_flag = Counter(flag for source_flags in DATA_SOURCE_FLAGS.values() for flag in source_flags)
         implied = {
             name
             for name, source_flags in DATA_SOURCE_FLAGS.items()
-            if name not in ("cub200", "nabirds") and flags.keys() & set(source_flags)
+            if name not in ARCHIVES and any(flag in flags and sources_of_flag[flag] == 1 for flag in source_flags)
         }
         if len(implied) > 1:
             given = sorted(flag for name in implied for flag in DATA_SOURCE_FLAGS[name] if flag in flags)
@@ -422,12 +464,29 @@ def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainin
             f"`accelerate launch --multi_gpu --num_processes {training_args.n_gpu} train_pim.py ...` (one process "
             "per GPU, DistributedDataParallel) is faster."
         )
-    if data_args.dataset != "hub":  # a Hub dataset's splits are only known once it is loaded
-        has_validation = (
-            data_args.validation_split_percentage > 0
-            or data_args.dataset == "synthetic"
-            or (data_args.dataset == "folders" and data_args.validation_dir is not None)
+    official_validation = data_args.dataset in ARCHIVES and "validation" in ARCHIVES[data_args.dataset].splits
+    if data_args.dataset in ARCHIVES and data_args.merge_validation_into_train and not official_validation:
+        raise UserInputError(
+            f"--merge_validation_into_train: --dataset {data_args.dataset} has no validation split to merge into "
+            f"train (only {' and '.join(name for name, archive in ARCHIVES.items() if 'validation' in archive.splits)}"
+            " have one): remove the flag."
         )
+    if official_validation and data_args.validation_split_percentage > 0 and not data_args.merge_validation_into_train:
+        raise UserInputError(
+            f"--validation_split_percentage {data_args.validation_split_percentage:g} carves a validation set from "
+            f"train, but --dataset {data_args.dataset} has an official validation split: use it (no "
+            "--validation_split_percentage), or train on both with --merge_validation_into_train true and hold out "
+            "from them."
+        )
+    if data_args.dataset != "hub":  # a Hub dataset's splits are only known once it is loaded
+        if data_args.validation_split_percentage > 0 or data_args.merge_validation_into_train:
+            has_validation = data_args.validation_split_percentage > 0
+        else:
+            has_validation = (
+                official_validation
+                or data_args.dataset == "synthetic"
+                or (data_args.dataset == "folders" and data_args.validation_dir is not None)
+            )
         check_validation_data(has_validation, training_args)
 
 
@@ -466,11 +525,10 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
     Raises:
         [`UserInputError`]: missing data flags, or a dataset the loaders refuse (the loader's message).
     """
+    scan = {"skip_unreadable": data_args.skip_unreadable, "scan_cache_dir": data_args.scan_cache_dir}
     try:
-        if data_args.dataset == "cub200":
-            datasets = load_archive("cub200", _archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
-        elif data_args.dataset == "nabirds":
-            datasets = load_archive("nabirds", _archive_dir(data_args), skip_unreadable=data_args.skip_unreadable)
+        if data_args.dataset in ARCHIVES:
+            datasets = load_archive(data_args.dataset, _archive_dir(data_args), data_args.dataset_config_name, **scan)
         elif data_args.dataset == "hub":
             datasets = load_hub_dataset(
                 _required(data_args, "dataset_name"),
@@ -487,14 +545,11 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
                 test_per_class=50,
                 seed=0,
             )
-            datasets = load_image_folders(root / "train", root / "validation", root / "test")
+            datasets = load_image_folders(root / "train", root / "validation", root / "test", **scan)
             datasets.source = f"the synthetic fine-grained demo set at {root}"
         else:
             datasets = load_image_folders(
-                _required(data_args, "train_dir"),
-                data_args.validation_dir,
-                data_args.test_dir,
-                skip_unreadable=data_args.skip_unreadable,
+                _required(data_args, "train_dir"), data_args.validation_dir, data_args.test_dir, **scan
             )
     except ValueError as error:  # the loaders' messages name the file or folder and the layout expected
         raise UserInputError(str(error)) from error
@@ -503,11 +558,19 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
     for split in sorted(set(datasets) - {"train", "validation", "test"}):
         logger.warning(f"The {split!r} split of {datasets.source} is not used (only train, validation and test are).")
         del datasets[split]
+    if data_args.merge_validation_into_train:
+        if "validation" not in datasets:
+            raise UserInputError(
+                f"--merge_validation_into_train: {datasets.source} has no validation split to merge into train: "
+                "remove the flag."
+            )
+        datasets["train"] = concatenate_datasets([datasets["train"], datasets.pop("validation")])
     if data_args.validation_split_percentage > 0:
         if "validation" in datasets:
             raise UserInputError(
                 "--validation_split_percentage carves a validation set from train, but the data already has one "
-                "(--validation_dir, or the dataset's validation split): use one or the other."
+                "(--validation_dir, or the dataset's validation split): use one or the other, or train on both with "
+                "--merge_validation_into_train true."
             )
         datasets["train"], datasets["validation"] = split_validation(
             datasets["train"], data_args.validation_split_percentage, seed
@@ -578,7 +641,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     output_dir = check_output_directory(training_args.output_dir, "--output_dir")
     set_seed(training_args.seed)
 
-    datasets = load_data(data_args, training_args.seed)
+    # Distributed: the main process loads (and scans) first, the others then find the scan's cache filled.
+    with training_args.main_process_first(desc="loading the data"):
+        datasets = load_data(data_args, training_args.seed)
     report = build_data_report(datasets, datasets.source, datasets.skipped_images)
     log_data_report(report, logger)
     if training_args.process_index == 0:

@@ -5,6 +5,7 @@ variables, struct fields and shapes of the official files, as torchvision's load
 with `class_color(k)`, `k` being the position of their class in the constants below.
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -149,11 +150,12 @@ def make_stanford_dogs_tree(
     archive = Path(root) / "stanford_dogs"
     folder, suffix = lists.split("/") if "/" in lists else ("", lists)
     rows = {"train": [], "test": []}
+    serial = itertools.count(1000, step=7)
     for label, (breed, number) in enumerate(STANFORD_DOGS_FOLDERS.items()):
         wnid = breed.split("-")[0]
         for split in rows:
             for index in range(images_per_split):
-                name = f"{breed}/{wnid}_{1000 + 7 * len(rows[split]) + index}.jpg"
+                name = f"{breed}/{wnid}_{next(serial)}.jpg"
                 _save(_image(label, index, size), archive / "Images" / name, None)
                 rows[split].append((name, number))
     rows["file"] = rows["train"] + rows["test"]

@@ -308,8 +308,9 @@ def test_a_data_flag_of_another_dataset_is_refused(tmp_path):
         "remove --train_dir, or use --dataset folders."
     )
     assert user_error(["--data_dir", str(tmp_path)]) == (
-        "--data_dir is the unpacked archive of --dataset cub200 or --dataset nabirds: add --dataset cub200 or "
-        "--dataset nabirds (class folders: --train_dir, --validation_dir, --test_dir)."
+        "--data_dir is the unpacked archive of a --dataset among cub200, nabirds, stanford_cars, fgvc_aircraft, "
+        "flowers102, stanford_dogs, inaturalist: add --dataset with its name (class folders: --train_dir, "
+        "--validation_dir, --test_dir)."
     )
 
 

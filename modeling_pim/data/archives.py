@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 from transformers.utils import logging
 
 
@@ -134,6 +133,8 @@ def _require_dir(path: Path, layout: str) -> None:
 
 def _load_mat(path: Path, variables: Sequence[str], layout: str) -> dict[str, np.ndarray]:
     """The `variables` of a MATLAB file, squeezed (`scipy.io.loadmat(..., squeeze_me=True)`), as 1-D arrays."""
+    import scipy.io  # only the archives with .mat files need it (1-2 s to import)
+
     if not path.is_file():
         raise ValueError(f"{path} not found: expected {layout}.")
     try:

@@ -55,12 +55,14 @@ def default_scan_cache_dir() -> Path:
 
 def scan_cache_file(directory: str | os.PathLike, key: str) -> Path:
     """
-    The cache file of one dataset in `directory`: a readable tail of `key` (e.g. the dataset's root folder) and a hash
-    of it, `<directory>/<key tail>-<16 hex digits>.sqlite`.
+    The cache file of one dataset in `directory`: `key` (e.g. `"Stanford Cars at /data/stanford_cars"`) made readable
+    (its first and last 30 letters and digits) and its hash, `<directory>/<readable key>-<16 hex digits>.sqlite`.
     """
-    tail = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")[-60:]
+    readable = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")
+    if len(readable) > 61:
+        readable = f"{readable[:30]}_{readable[-30:]}"
     digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
-    return Path(directory).expanduser() / f"{tail}-{digest}.sqlite"
+    return Path(directory).expanduser() / f"{readable}-{digest}.sqlite"
 
 
 @dataclass
