@@ -1,4 +1,7 @@
-"""Shared fixtures: miniature fine-grained datasets on disk (see `fgvc_trees`) and a private `$PIM_CACHE`."""
+"""
+Shared fixtures: miniature fine-grained datasets on disk (see `fgvc_trees`), a private `datasets` cache and a private
+`$PIM_CACHE`.
+"""
 
 import sys
 from collections.abc import Iterator
@@ -11,6 +14,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fgvc_trees import make_cub_tree, make_image_folders, make_nabirds_tree  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def datasets_cache(tmp_path_factory) -> Path:
+    """A `datasets` cache directory private to the test session (for tests that call `datasets.load_dataset`)."""
+    return tmp_path_factory.mktemp("datasets_cache")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -30,7 +30,8 @@ from ..image_processing_pim import image_to_rgb
 def image_extensions() -> frozenset[str]:
     """
     The extensions of image files (lower case, with the dot): those that both PIL opens and the `datasets`
-    `imagefolder` builder loads (it silently drops files with other extensions, so training could not use them).
+    `imagefolder` builder loads (it silently drops files with other extensions), so that a folder holds the same
+    images for training, `pim-infer` and `load_dataset("imagefolder", ...)`.
     """
     from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
