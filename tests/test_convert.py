@@ -281,6 +281,8 @@ def test_herbs_recipe_is_their_config_yaml():
     assert (herbs.refinement_temperature, herbs.refinement_temperature_halving_epochs) == (64, 10)
     with pytest.raises(ConversionError, match="--method herbs --backbone resnet50: the HERBS code cannot build"):
         original_recipe("resnet50", 200, method="herbs")
+    with pytest.raises(ConversionError, match="--method herbs --backbone vit: their ViT builder puts the class token"):
+        original_recipe("vit", 200, method="herbs")
 
 
 def test_herbs_keys_map_onto_both_pyramids():

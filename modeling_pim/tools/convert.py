@@ -9,8 +9,9 @@ loads; the work of `pim-convert` (its command line is [`modeling_pim.tools.pim_c
 
 `--method herbs` (read from the checkpoint's key names when not given) builds HERBS (`configs/config.yaml` of their
 repository): the PIM model with the bottom-up pyramid, the predicted-class selector, 256/128/64/32 tokens (Swin), 64
-tokens per graph node and their loss weights. Their HERBS code builds Swin (and ViT) only: its bottom-up pyramid
-mixes token sequences, which their ResNet and EfficientNet builders do not give.
+tokens per graph node and their loss weights, from their Swin builder only (`--backbone swin-t`): their CNN builders
+cannot build HERBS (its bottom-up pyramid mixes token sequences), and their ViT builder's pyramids mix the class token
+too, which this model does not read.
 
 `--backbone` names the builder of the original `models/builder.py` the checkpoint was trained with:
 
@@ -151,6 +152,12 @@ def original_recipe(
         raise ConversionError(
             f"--method herbs --backbone {backbone_name}: the HERBS code cannot build this model (its bottom-up pyramid "
             "mixes token sequences, which the CNN builders do not give); HERBS checkpoints come from --backbone swin-t."
+        )
+    if method == "herbs" and backbone_name == "vit":
+        raise ConversionError(
+            "--method herbs --backbone vit: their ViT builder puts the class token on the token axis that HERBS' "
+            "pyramids mix with learned Conv1d layers (785 × 785 at 448 px), and this model reads the 784 patch tokens "
+            "only, so those weights have no place here; HERBS checkpoints convert from --backbone swin-t."
         )
     if backbone_name == "efficient":
         raise ConversionError(
