@@ -1,7 +1,8 @@
 """PIM model configuration."""
 
+import types
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from transformers import PretrainedConfig
 
@@ -10,6 +11,42 @@ FEATURE_TAPS = ("stages", "paper")
 PROJECTION_TYPES = ("Linear", "Conv")
 UPSAMPLE_TYPES = ("Bilinear", "Conv")
 SELECTION_RULES = ("max_probability", "predicted_class")
+
+
+def _has_type(value: Any, annotation: Any) -> bool:
+    """Whether `value` (as read from JSON or YAML) is of the field type `annotation`; an integer is a valid float."""
+    if annotation is Any:
+        return True
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation in (int, float):
+        return isinstance(value, (int, annotation)) and not isinstance(value, bool)
+    if isinstance(annotation, types.UnionType):
+        return any(_has_type(value, option) for option in get_args(annotation))
+    if get_origin(annotation) is Sequence:
+        return isinstance(value, (list, tuple)) and all(_has_type(item, get_args(annotation)[0]) for item in value)
+    if get_origin(annotation) is dict:
+        key_type, value_type = get_args(annotation)
+        return isinstance(value, dict) and all(
+            _has_type(key, key_type) and _has_type(item, value_type) for key, item in value.items()
+        )
+    return isinstance(value, annotation)
+
+
+def _type_name(annotation: Any) -> str:
+    """How an error message names the field type `annotation` (`Sequence[int]` → "a list of integers")."""
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "null"}
+    if annotation in names:
+        return names[annotation]
+    if isinstance(annotation, types.UnionType):
+        return " or ".join(_type_name(option) for option in get_args(annotation))
+    if get_origin(annotation) is Sequence:
+        return f"a list of {_type_name(get_args(annotation)[0]).removeprefix('an ').removeprefix('a ')}s"
+    if get_origin(annotation) is dict:
+        return f"a dictionary with {_type_name(get_args(annotation)[0]).removeprefix('a ')} keys"
+    return annotation.__name__
 
 
 class PimConfig(PretrainedConfig):
@@ -162,11 +199,24 @@ class PimConfig(PretrainedConfig):
     refinement_temperature_halving_epochs: int = 10
 
     def __post_init__(self, **kwargs):
+        self._check_types()
         self.backbone_kwargs = dict(self.backbone_kwargs or {})
         self.out_indices = list(self.out_indices)
         self.num_selects = list(self.num_selects)
         super().__post_init__(**kwargs)
         self._validate()
+
+    def _check_types(self) -> None:
+        """
+        Raises a `ValueError` naming the field, its value and the type it must have when a field of this class has
+        another type (a hand-edited `config.json`, a recipe), before any other check could fail on it obscurely.
+        """
+        for name, annotation in PimConfig.__annotations__.items():
+            value = getattr(self, name)
+            if not _has_type(value, annotation):
+                raise ValueError(
+                    f"`{name}` must be {_type_name(annotation)}, got {value!r} ({type(value).__name__})."
+                )
 
     def _validate(self) -> None:
         """Checks what can be checked without building the backbone (the rest is checked by the model)."""

@@ -5,8 +5,10 @@ the damaged file, and output paths are checked before any model is loaded.
 """
 
 import importlib.util
+import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["cardinal", "blue jay", "house sparrow"]
 SAFETENSORS_FIX = "download it again, or re-save the model with `save_pretrained`."
 JSON_FIX = "fix the file, or download the model again or re-save it with `save_pretrained`."
+CONFIG_FIX = "Fix the file, or download the model again or re-save it with `save_pretrained`."
 
 
 def load_script(name: str):
@@ -62,6 +65,11 @@ def damaged_copy(model_dir: Path, tmp_path: Path, filename: str, damage) -> Path
     return copy
 
 
+def with_config_field(field: str, value) -> Callable[[bytes], bytes]:
+    """A damage of config.json: `field` set to `value`."""
+    return lambda data: json.dumps({**json.loads(data), field: value}, indent=2).encode()
+
+
 # (file, damage, expected message after "<file> ")
 DAMAGED_FILES = {
     "empty weights": (
@@ -90,6 +98,16 @@ DAMAGED_FILES = {
         lambda data: b"",
         f"is not valid JSON (Expecting value at line 1, column 1): {JSON_FIX}",
     ),
+    "config.json field of the wrong type": (
+        "config.json",
+        with_config_field("fpn_size", "abc"),
+        f"is not a valid PimConfig: `fpn_size` must be an integer, got 'abc' (str). {CONFIG_FIX}",
+    ),
+    "config.json list field of the wrong type": (
+        "config.json",
+        with_config_field("num_selects", 3),
+        f"is not a valid PimConfig: `num_selects` must be a list of integers, got 3 (int). {CONFIG_FIX}",
+    ),
 }
 
 
@@ -113,26 +131,26 @@ def test_damaged_model_file_is_one_error_line_naming_it(program, case, model_dir
     assert "Traceback" not in stderr
 
 
-def test_push_to_hub_and_train_pim_name_a_damaged_weights_file(model_dir, tmp_path, capsys):
-    damaged = damaged_copy(model_dir, tmp_path, "model.safetensors", lambda data: b"")
-    expected = f"is not a valid safetensors file (an empty file): {SAFETENSORS_FIX}"
+@pytest.mark.parametrize("case", ["empty weights", "config.json list field of the wrong type"])
+def test_push_to_hub_and_train_pim_name_a_damaged_model_file(case, model_dir, tmp_path, capsys):
+    filename, damage, template = DAMAGED_FILES[case]
+    model = damaged_copy(model_dir, tmp_path, filename, damage)
     push_to_hub = load_script("push_to_hub")
-    arguments = ["--model_dir", str(damaged), "--repo_id", "user/pim", "--dry_run", "--local_dir", str(tmp_path / "s")]
+    arguments = ["--model_dir", str(model), "--repo_id", "user/pim", "--dry_run", "--local_dir", str(tmp_path / "s")]
     assert push_to_hub.main(arguments) == 2
-    expected_line = f"push_to_hub.py: error: {damaged / 'model.safetensors'} {expected}"
-    assert error_lines(capsys.readouterr().err) == [expected_line]
+    assert error_lines(capsys.readouterr().err) == [expected_damage_line("push_to_hub.py", model / filename, template)]
 
     sys.path.insert(0, str(ROOT))
     import train_pim
 
     folders = make_image_folders(tmp_path / "data")
     arguments = [
-        "--dataset", "folders", "--train_dir", str(folders / "train"), "--model_name_or_path", str(damaged),
+        "--dataset", "folders", "--train_dir", str(folders / "train"), "--model_name_or_path", str(model),
         "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--report_to", "none",
     ]  # fmt: skip
     assert run_command("train_pim.py", train_pim.main, arguments) == 2
     stderr = capsys.readouterr().err
-    assert error_lines(stderr) == [f"train_pim.py: error: {damaged / 'model.safetensors'} {expected}"]
+    assert error_lines(stderr) == [expected_damage_line("train_pim.py", model / filename, template)]
     assert "Traceback" not in stderr
 
 

@@ -398,6 +398,32 @@ def test_invalid_configurations_raise_clear_errors(overrides, message):
         tiny_model("test_resnet", **overrides)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("fpn_size", "abc", "`fpn_size` must be an integer, got 'abc' (str)."),
+        ("fpn_size", 3.5, "`fpn_size` must be an integer, got 3.5 (float)."),
+        ("image_size", True, "`image_size` must be an integer, got True (bool)."),
+        ("num_selects", 3, "`num_selects` must be a list of integers, got 3 (int)."),
+        ("num_selects", [8, "4", 2, 1], "`num_selects` must be a list of integers, got [8, '4', 2, 1] (list)."),
+        ("out_indices", "-1", "`out_indices` must be a list of integers, got '-1' (str)."),
+        ("use_fpn", "yes", "`use_fpn` must be true or false, got 'yes' (str)."),
+        ("lambda_b", "0.5", "`lambda_b` must be a number, got '0.5' (str)."),
+        ("backbone", None, "`backbone` must be a string, got None (NoneType)."),
+        ("backbone_kwargs", [1], "`backbone_kwargs` must be a dictionary with string keys or null, got [1] (list)."),
+    ],
+)
+def test_fields_of_the_wrong_type_are_refused_naming_the_field_the_value_and_the_type(field, value, message):
+    with pytest.raises(ValueError) as error:
+        PimConfig(**{field: value})
+    assert str(error.value) == message
+
+
+def test_integers_are_numbers_and_tuples_are_lists():
+    config = PimConfig(lambda_b=1, out_indices=(-2, -1), num_selects=(32, 4), backbone_kwargs=None)
+    assert (config.lambda_b, config.out_indices, config.num_selects, config.backbone_kwargs) == (1, [-2, -1], [32, 4], {})
+
+
 def test_conv_upsampling_refuses_other_image_sizes_at_forward():
     model = tiny_model("test_vit")
     with pytest.raises(ValueError, match="configured for 64×64 images"):

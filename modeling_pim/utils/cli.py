@@ -12,7 +12,10 @@ Known library errors are translated here, once for every entry point:
 - `safetensors.SafetensorError` (an empty, truncated or corrupt `.safetensors` file): the file is named, read from
   the traceback (the `.safetensors` path that the failing code was opening);
 - `json.JSONDecodeError` while reading a `.json` file (a damaged `config.json` or `preprocessor_config.json`): the file
-  is named with the line and column.
+  is named with the line and column;
+- a `ValueError` of a configuration class's checks while `from_pretrained` builds it from a model's `config.json` (a
+  field of the wrong type or value, e.g. `"fpn_size": "abc"`): the file is named (the model folder, or the Hub id,
+  that `from_pretrained` was given).
 
 Entry points whose parser is slow to build (`train_pim.py`'s, from transformers' `TrainingArguments`) cache their help
 text ([`cache_help`]) and print it from the cache before importing anything heavy ([`print_cached_help`]).
@@ -166,6 +169,37 @@ def _invalid_json_message(error: json.JSONDecodeError) -> str | None:
     )
 
 
+def _is_configuration(value: Any) -> bool:
+    """Whether `value` is a transformers configuration (`PreTrainedConfig`), without importing transformers."""
+    return any(
+        cls.__name__ in ("PreTrainedConfig", "PretrainedConfig") and cls.__module__.startswith("transformers.")
+        for cls in type(value).__mro__
+    )
+
+
+def _invalid_config_message(error: ValueError) -> str | None:
+    """
+    When `error` was raised by a configuration being built from a model's `config.json` by `from_pretrained`, the
+    message naming that file; else `None`. The model is the `pretrained_model_name_or_path` of the innermost
+    `from_pretrained` frame that leads to the configuration's frame.
+    """
+    model = None
+    for frame, _ in traceback.walk_tb(error.__traceback__):  # outermost frame first
+        given = frame.f_locals.get("pretrained_model_name_or_path")
+        if isinstance(given, (str, os.PathLike)):
+            model = os.fspath(given)
+        if model is not None and _is_configuration(frame.f_locals.get("self")):
+            if os.path.isdir(model):
+                config_file = os.path.join(model, "config.json")
+            else:  # a config file given directly, or a Hub id
+                config_file = model if os.path.isfile(model) else f"config.json of {model!r}"
+            return (
+                f"{config_file} is not a valid {type(frame.f_locals['self']).__name__}: {error} Fix the file, or "
+                "download the model again or re-save it with `save_pretrained`."
+            )
+    return None
+
+
 def user_error_message(error: BaseException) -> str | None:
     """
     The message to report for `error` when the user can fix it, else `None` (a bug, shown with its traceback).
@@ -176,10 +210,13 @@ def user_error_message(error: BaseException) -> str | None:
     for link in _exception_chain(error):
         if type(link).__name__ == "SafetensorError" and type(link).__module__.startswith("safetensors"):
             return _invalid_safetensors_message(link)
+        message = None
         if isinstance(link, json.JSONDecodeError):
             message = _invalid_json_message(link)
-            if message is not None:
-                return message
+        elif isinstance(link, ValueError):
+            message = _invalid_config_message(link)
+        if message is not None:
+            return message
     if isinstance(error, UserInputError):
         return str(error)
     return None
