@@ -24,12 +24,14 @@ This module imports neither torch nor transformers, so that `--help` and argumen
 """
 
 import argparse
+import contextlib
 import hashlib
 import importlib.metadata
 import json
 import os
 import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -98,26 +100,42 @@ def print_cached_help(
     """
     When `argv` asks for help and the help text of `program` was cached ([`cache_help`]) for the same sources and
     versions, prints it and exits with 0, as argparse would, without importing anything heavy. Otherwise returns.
+    A cache that cannot be read (no such file, an unreadable or misplaced cache folder, no home folder) or is empty is
+    a miss: the caller then builds the help as usual, only slower.
     """
     if not help_requested(argv):
         return
-    path = _help_cache_file(program, script, distributions)
-    if path.is_file():
-        sys.stdout.write(path.read_text(encoding="utf-8"))
+    try:
+        text = _help_cache_file(program, script, distributions).read_text(encoding="utf-8")
+    except (OSError, RuntimeError, UnicodeDecodeError):  # RuntimeError: Path.home() finds no home folder
+        return
+    if text:
+        sys.stdout.write(text)
         sys.exit(0)
 
 
 def cache_help(program: str, script: str | os.PathLike, distributions: Sequence[str], text: str) -> None:
     """
     Caches the help text of a parser that is slow to build (e.g. one built from transformers' `TrainingArguments`,
-    which imports torch), for [`print_cached_help`]. A cache that cannot be written is skipped.
+    which imports torch), for [`print_cached_help`]. The text is written to a temporary file in the cache folder and
+    renamed into place (atomic), so that a reader never sees a partly written file, whatever other processes write
+    at the same time. A cache that cannot be written (an unwritable or misplaced cache folder, a full disk) is skipped
+    and leaves nothing behind.
     """
-    path = _help_cache_file(program, script, distributions)
+    temporary = None
     try:
+        path = _help_cache_file(program, script, distributions)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError:
-        pass
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        ) as file:
+            temporary = Path(file.name)
+            file.write(text)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError):  # RuntimeError: Path.home() finds no home folder
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
 
 
 def _exception_chain(error: BaseException) -> Iterator[BaseException]:
