@@ -4,7 +4,7 @@ PIM (Chou et al., "A Novel Plug-in Module for Fine-grained Visual Classification
 `import modeling_pim` is instant: torch, timm and transformers are imported, and the classes registered with the
 `Auto*` classes (locally, and for `save_pretrained` to write `auto_map` and copy the code files), on the first access
 to one of the names below (`from modeling_pim import PimConfig`). This keeps the command-line tools' `--help` fast.
-Code of this package that saves or auto-loads a model imports these names from the package, not from the three
+Code of this package that saves or auto-loads a model imports these names from the package, not from the
 remote-code modules, so that the registration has happened.
 """
 

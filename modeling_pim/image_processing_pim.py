@@ -1,8 +1,12 @@
 """
-Image processor for PIM: the paper's evaluation transform (resize 510 → center crop 384 at 384 px), and
-[`image_to_rgb`], the one conversion of a decoded image into the RGB image the model sees.
+Image processor for PIM: the paper's evaluation transform (resize 510 → center crop 384 at 384 px), [`image_to_rgb`],
+the one conversion of a decoded image into the RGB image the model sees, and [`open_image`], which opens the image a
+path, URL or base64 string names without converting it.
 """
 
+import base64
+import binascii
+import io
 import os
 from typing import Any
 
@@ -81,6 +85,52 @@ def image_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.convert("RGB")
 
 
+def open_image(source: str | os.PathLike | PIL.Image.Image, timeout: float | None = None) -> PIL.Image.Image:
+    """
+    The image `source` names, opened by PIL and not converted (its mode, bit depth, transparency and EXIF orientation
+    as in the file), for [`image_to_rgb`]. The sources are those of transformers' `load_image`, which converts with
+    `image.convert("RGB")` (clipping 16-bit images at 255, dropping transparency): a PIL image (returned as it is), a
+    local file, an `http://` or `https://` URL, or a base64-encoded image file (optionally a `data:image/...;base64,`
+    URL).
+
+    Args:
+        source (`str`, `os.PathLike` or `PIL.Image.Image`):
+            The image or where to read it.
+        timeout (`float`, *optional*):
+            Seconds to wait for a URL's server (`None`: no limit, as in `load_image`).
+
+    Returns:
+        `PIL.Image.Image`: the opened image (decoded lazily by PIL, or from the bytes read).
+
+    Raises:
+        `ValueError`: a string that is neither an existing file, nor an http(s) URL, nor base64. `TypeError`: any
+        other type. Errors of PIL opening the file and of the HTTP request propagate.
+    """
+    if isinstance(source, PIL.Image.Image):
+        return source
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if not isinstance(source, str):
+        raise TypeError(
+            f"An image must be a PIL image, a local path, an http(s) URL or base64, got {type(source).__name__}."
+        )
+    if source.startswith(("http://", "https://")):
+        import httpx  # transformers' dependency, used as `load_image` uses it
+
+        response = httpx.get(source, timeout=timeout, follow_redirects=True)
+        response.raise_for_status()
+        return PIL.Image.open(io.BytesIO(response.content))
+    if os.path.isfile(source):
+        return PIL.Image.open(source)
+    encoded = source.partition(",")[2] if source.startswith("data:image/") else source
+    try:
+        return PIL.Image.open(io.BytesIO(base64.b64decode(encoded)))
+    except (binascii.Error, ValueError, PIL.UnidentifiedImageError) as error:
+        raise ValueError(
+            f"{source[:80]!r} is neither an image file, nor an http(s) URL, nor a base64-encoded image ({error})."
+        ) from error
+
+
 class PimImageProcessor(TorchvisionBackend):
     r"""
     Resizes to `size`, center-crops `crop_size`, rescales to [0, 1] and normalises with `image_mean`/`image_std`.
@@ -90,10 +140,11 @@ class PimImageProcessor(TorchvisionBackend):
     Use [`PimImageProcessor.for_image_size`] to get the paper's sizes for a model's `image_size` and its timm
     backbone's normalisation.
 
-    PIL images, and local image files given by path, are converted with [`image_to_rgb`] (EXIF orientation, 16-bit
-    and float images by their real range, transparency onto white) instead of transformers' `convert_to_rgb`.
-    `pipeline("image-classification")` converts every image with `image.convert("RGB")` before the processor sees
-    it: give it images already converted with [`image_to_rgb`] when they may have more than 8 bits or transparency.
+    PIL images, and images given by path, URL or base64 ([`open_image`]), are converted with [`image_to_rgb`] (EXIF
+    orientation, 16-bit and float images by their real range, transparency onto white) instead of transformers'
+    `convert_to_rgb`. transformers' own pipelines convert every image with `image.convert("RGB")` before the
+    processor sees it; the model's `config.json` therefore names the pipelines of `pipeline_pim.py`, which decode with
+    [`image_to_rgb`] (`custom_pipelines`, written by the model's `save_pretrained`).
     """
 
     model_input_names = ["pixel_values"]
@@ -109,11 +160,11 @@ class PimImageProcessor(TorchvisionBackend):
     do_convert_rgb = True
 
     def fetch_images(self, image_url_or_urls: Any) -> Any:
-        """Opens local image files with PIL and converts them with [`image_to_rgb`]; the rest as transformers does."""
+        """Opens images given by path, URL or base64 ([`open_image`]) and converts them with [`image_to_rgb`]."""
         if isinstance(image_url_or_urls, (list, tuple)):
             return [self.fetch_images(item) for item in image_url_or_urls]
-        if isinstance(image_url_or_urls, str) and os.path.isfile(image_url_or_urls):
-            with PIL.Image.open(image_url_or_urls) as image:
+        if isinstance(image_url_or_urls, str):
+            with open_image(image_url_or_urls) as image:
                 return image_to_rgb(image)
         return super().fetch_images(image_url_or_urls)
 
@@ -148,4 +199,4 @@ class PimImageProcessor(TorchvisionBackend):
         )
 
 
-__all__ = ["PimImageProcessor", "image_to_rgb"]
+__all__ = ["PimImageProcessor", "image_to_rgb", "open_image"]

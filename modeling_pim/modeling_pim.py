@@ -30,6 +30,7 @@ final classifier inside the combiner (`combiner.classifier.*`); [`LEGACY_KEY_MAP
 [`PimPreTrainedModel.from_pretrained`].
 """
 
+import copy
 import re
 from dataclasses import dataclass
 
@@ -520,17 +521,26 @@ class PimPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs) -> None:
         """
         [`PreTrainedModel.save_pretrained`]. When the PIM classes are registered for the auto classes (importing
-        `modeling_pim` does it), `config.json`'s `auto_map` names both [`PimModel`] (`AutoModel`) and
-        [`PimForImageClassification`] (`AutoModelForImageClassification`), where transformers writes only the saved
-        class's entry.
+        `modeling_pim` does it, and so does loading them as remote code), the code files are copied beside the model
+        and `config.json` gets
+
+        - an `auto_map` naming both [`PimModel`] (`AutoModel`) and [`PimForImageClassification`]
+          (`AutoModelForImageClassification`), where transformers writes only the saved class's entry;
+        - `custom_pipelines` ([`pipeline_pim.CUSTOM_PIPELINES`]): `pipeline("image-classification")` and
+          `pipeline("image-feature-extraction")` with `trust_remote_code=True` then decode images as PIM does
+          (16-bit images by their range, transparency onto white), not with transformers' `convert("RGB")`.
         """
         if self._auto_class is not None:
+            # This relative import also makes `save_pretrained` copy pipeline_pim.py with the model's code.
+            from .pipeline_pim import CUSTOM_PIPELINES
+
             module = type(self).__module__.rsplit(".", 1)[-1]
             self.config.auto_map = {
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModel": f"{module}.{PimModel.__name__}",
                 "AutoModelForImageClassification": f"{module}.{PimForImageClassification.__name__}",
             }
+            self.config.custom_pipelines = copy.deepcopy(CUSTOM_PIPELINES)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()

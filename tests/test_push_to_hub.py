@@ -45,6 +45,7 @@ STAGED_FILES = {
     "image_processing_pim.py",
     "model.safetensors",
     "modeling_pim.py",
+    "pipeline_pim.py",
     "preprocessor_config.json",
     "requirements.txt",
     "test_results.json",
@@ -153,7 +154,8 @@ def test_staged_folder_loads_as_remote_code_without_our_package(staged, training
             logits = model(pixel_values=torch.load({str(tmp_path / "pixel_values.pt")!r})).logits
         classifier = pipeline("image-classification", model={str(staged)!r}, trust_remote_code=True)
         predictions = classifier(Image.new("RGB", (80, 60), (200, 30, 30)), top_k=2)
-        print(json.dumps({{"module": type(model).__module__, "logits": logits.tolist(), "predictions": predictions}}))
+        print(json.dumps({{"module": type(model).__module__, "logits": logits.tolist(), "predictions": predictions,
+                          "pipeline": type(classifier).__module__ + "." + type(classifier).__name__}}))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
@@ -164,6 +166,8 @@ def test_staged_folder_loads_as_remote_code_without_our_package(staged, training
 
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["module"].startswith("transformers_modules")
+    assert result["pipeline"].startswith("transformers_modules")
+    assert result["pipeline"].endswith(".pipeline_pim.PimImageClassificationPipeline")
     torch.testing.assert_close(torch.tensor(result["logits"]), expected, rtol=1e-4, atol=1e-5)
     assert len(result["predictions"]) == 2 and {p["label"] for p in result["predictions"]} <= set(LABELS)
 
@@ -300,10 +304,14 @@ def test_space_is_a_gradio_app_linked_to_the_model_with_the_heatmap_code(publish
     assert (space / "examples" / "widget_example.png").read_bytes() == (published[0] / "widget_example.png").read_bytes()
     assert (space / "app.py").read_bytes() == (ROOT / "modeling_pim" / "hub" / "app.py").read_bytes()
     staged_modules = {path.relative_to(space).as_posix() for path in (space / "modeling_pim").rglob("*.py")}
-    assert {"modeling_pim/tools/heatmap.py", "modeling_pim/tools/infer.py", "modeling_pim/image_processing_pim.py"} <= (
-        staged_modules
-    )
-    assert "modeling_pim/modeling_pim.py" not in staged_modules  # the model's code comes from the model repository
+    # The heatmap, and the model classes it reads (the weights and config come from the model repository).
+    assert {
+        "modeling_pim/tools/heatmap.py",
+        "modeling_pim/tools/infer.py",
+        "modeling_pim/image_processing_pim.py",
+        "modeling_pim/modeling_pim.py",
+        "modeling_pim/configuration_pim.py",
+    } <= staged_modules
     for module in staged_modules - {path for path in staged_modules if path.endswith("__init__.py")}:
         assert (space / module).read_bytes() == (ROOT / module).read_bytes()
     assert (space / "modeling_pim" / "__init__.py").read_text().count("\n") == 1  # a docstring, no registration

@@ -3,9 +3,9 @@ Gradio demo of a PIM model, staged as the `app.py` of a Space by `push_to_hub.py
 classes of the final head and the `pim-heatmap` figure (heatmap of the discriminative regions, selected tokens) out.
 
 The model is `PIM_MODEL` (a Hub id or a local folder) when set, else the first entry of `models:` in the README front
-matter next to this file; it is loaded with `trust_remote_code=True`, its code coming from the model repository. The
-heatmap code comes from the `modeling_pim/` folder that `push_to_hub.py` stages beside this file; the images in
-`examples/` are offered as examples.
+matter next to this file: its weights, configuration and processor come from there, and it is built with the PIM
+classes of the `modeling_pim/` folder that `push_to_hub.py` stages beside this file, with the heatmap code written for
+them ([`modeling_pim.tools.infer.load_pretrained`]); the images in `examples/` are offered as examples.
 
 Run locally: `PIM_MODEL=<model id or folder> python app.py` (Gradio's `GRADIO_SERVER_PORT` and `GRADIO_SERVER_NAME`
 choose where it listens).

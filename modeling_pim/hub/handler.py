@@ -9,14 +9,14 @@ JSON for a JSON body, where `inputs` is a base64-encoded image file. An optional
 
 This file imports nothing of the `modeling_pim` package: the model's code comes from the repository itself
 (`trust_remote_code=True`), and the repository's `requirements.txt` installs the transformers and timm versions it
-needs (the toolkit's own transformers is older). A base64 image is converted to RGB by the model's own
-`image_to_rgb` (`image_processing_pim.py`: 16-bit images by their range, transparency onto white); an image body
-arrives already converted by the toolkit (`convert("RGB")`), so send such images as base64 JSON.
+needs (the toolkit's own transformers is older). The pipeline is the repository's `pipeline_pim.py`
+(`custom_pipelines` in its `config.json`), which converts a base64 image to RGB with the model's own `image_to_rgb`
+(16-bit images by their range, transparency onto white); an image body arrives already converted by the toolkit
+(`convert("RGB")`), so send such images as base64 JSON.
 """
 
 import base64
 import binascii
-import inspect
 import io
 from typing import Any
 
@@ -65,8 +65,6 @@ class EndpointHandler:
     def __init__(self, path: str = ""):
         device = 0 if torch.cuda.is_available() else -1
         self.classifier = pipeline("image-classification", model=path, trust_remote_code=True, device=device)
-        # The conversion the model's processor applies, from the repository's image_processing_pim.py.
-        self.image_to_rgb = inspect.getmodule(type(self.classifier.image_processor)).image_to_rgb
 
     def __call__(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         """
@@ -89,7 +87,7 @@ class EndpointHandler:
             raise ValueError(
                 f"'inputs' must be an image (an image body, or base64 in a JSON body), got {type(inputs).__name__}."
             )
-        predictions = self.classifier(self.image_to_rgb(inputs), **parameters)
+        predictions = self.classifier(inputs, **parameters)
         return [{"label": prediction["label"], "score": float(prediction["score"])} for prediction in predictions]
 
 

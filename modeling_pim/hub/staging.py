@@ -5,14 +5,16 @@ What `push_to_hub.py` stages next to the model: the Inference Endpoints handler 
   the model's remote code import, at the versions this package declares (the endpoint toolkit's own transformers is
   too old for the model's code).
 - Space: `app.py` ([`modeling_pim.hub.app`]), the modules of this package that `app.py` needs under
-  `modeling_pim/` (the heatmap code is not on PyPI), a `requirements.txt` built the same way, a README whose front
+  `modeling_pim/` (the heatmap code, which is not on PyPI, and the model classes it reads), a `requirements.txt`
+  built the same way, a README whose front
   matter has `sdk: gradio` and `models: [<model id>]` (the model page then links to the Space), and the example image
   in `examples/`.
 
 The package modules are staged as `register_for_auto_class` stages a model's code: the files the app imports,
 followed through their imports of this package (relative or absolute, at any depth, inside functions too), copied
 unchanged, so there is one copy of the logic to maintain. Packages the app only passes through get an empty
-`__init__.py` (the real top-level one registers the model classes, which the Space loads from the model repository).
+`__init__.py` (the real top-level one registers the model classes with transformers' Auto classes, which the Space
+does not use).
 """
 
 import ast
@@ -168,9 +170,9 @@ Demo of [`{model_id}`](https://huggingface.co/{model_id}), a PIM fine-grained im
 the model's five most likely classes and, beside them, the heatmap of the regions that drove the prediction (the
 class's token logits of every layer, averaged) with the tokens PIM's selector kept.
 
-The model and its code are loaded from the model repository (`trust_remote_code=True`). The folder `modeling_pim/`
-holds the modules of the `modeling-pim` package that `app.py` imports (the heatmap), copied unchanged by
-`push_to_hub.py --space_id`. The app runs locally too: `PIM_MODEL=<model id or folder> python app.py`.
+The model's weights, configuration and processor are loaded from the model repository. The folder `modeling_pim/`
+holds the modules of the `modeling-pim` package that `app.py` imports (the heatmap and the model classes it reads),
+copied unchanged by `push_to_hub.py --space_id`. The app runs locally too: `PIM_MODEL=<model id or folder> python app.py`.
 """
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n{body}")
 

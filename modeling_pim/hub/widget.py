@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, pipeline
 from transformers.utils import logging
 
 from ..data.image_files import load_image
+from ..pipeline_pim import PimImageClassificationPipeline
 
 
 logger = logging.get_logger(__name__)
@@ -108,11 +109,13 @@ def widget_output(
     """
     The model's answer for one image as the card's `widget.output`: `[{"label": str, "score": float}, ...]`, the
     `top_k` classes of the final head (softmax probabilities rounded to 4 decimals), best first, computed by the
-    `image-classification` pipeline on the image decoded by [`load_image`] (the pipeline's own `convert("RGB")`
-    would clip high bit depths and drop transparency).
+    model's `image-classification` pipeline ([`PimImageClassificationPipeline`], which `pipeline(...,
+    trust_remote_code=True)` builds for a user of the repository) on the image file.
     """
-    classifier = pipeline("image-classification", model=model, image_processor=processor)
-    predictions = classifier(load_image(image_path), top_k=top_k)
+    classifier = pipeline(
+        "image-classification", model=model, image_processor=processor, pipeline_class=PimImageClassificationPipeline
+    )
+    predictions = classifier(os.fspath(image_path), top_k=top_k)
     return [{"label": prediction["label"], "score": round(float(prediction["score"]), 4)} for prediction in predictions]
 
 

@@ -3,7 +3,7 @@ Exports a trained PIM model for deployment: the work of `pim-export MODEL --outp
 model.pt2` (a `torch.export` program); its command line is [`modeling_pim.tools.pim_export`].
 
 `MODEL` is a folder written by `save_pretrained` or a Hub model id, loaded as `pim-infer` loads it
-(`trust_remote_code=True`). The exported graph takes `pixel_values` `(batch, 3, image_size, image_size)`, float32,
+([`modeling_pim.tools.infer.load_pretrained`]). The exported graph takes `pixel_values` `(batch, 3, image_size, image_size)`, float32,
 normalised as the model's image processor does (`preprocessor_config.json`), with a dynamic batch axis, and returns
 `logits` `(batch, num_labels)` only: the final head. `config.id2label` travels with it (ONNX metadata property
 `id2label`, `.pt2` extra file `id2label.json`, both JSON).

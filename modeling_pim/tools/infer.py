@@ -3,8 +3,9 @@ Batch inference with a trained PIM model on a folder of images: the work of `pim
 OUT` (its command line is [`modeling_pim.tools.pim_infer`]).
 
 `MODEL` is a folder written by `save_pretrained` (a training `output_dir` or a `checkpoint-*` folder) or a Hub model
-id, loaded with `trust_remote_code=True`: the model's own code is run, so only give Hub ids you trust. `IMAGES_DIR` is
-either
+id. A PIM model is built with this package's classes, whatever version of the code was saved beside it
+([`load_pretrained`]); another image classifier is loaded with `trust_remote_code=True`: its own code is run, so only
+give Hub ids you trust. `IMAGES_DIR` is either
 
 - a flat folder of unlabeled images (`IMAGES_DIR/*.jpg`): predictions only, or
 - a folder of class folders (`IMAGES_DIR/<class name>/**/*.jpg`): predictions plus the accuracy of the model's final
@@ -51,11 +52,19 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor, AutoModelForImageClassification, PreTrainedModel
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    ImageProcessingMixin,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.utils import cached_file, logging
 
+from ..configuration_pim import PimConfig
 from ..data.image_files import ImageFiles, find_image_files, load_image
 from ..image_processing_pim import PimImageProcessor
+from ..modeling_pim import PimForImageClassification
 from ..training.metrics import classification_metrics
 from ..utils.cli import UserInputError, check_output_directory
 
@@ -136,13 +145,44 @@ def _check_model_location(model_name_or_path: str) -> bool:
     return False
 
 
+def load_pretrained(model_name_or_path: str, revision: str | None = None) -> tuple[PreTrainedModel, Any | None]:
+    """
+    The model of a folder or Hub id and its image processor (`None` without `preprocessor_config.json`), as saved.
+
+    A PIM model (`config.json` `model_type` `"pim"`) is loaded with this package's classes, not with the copy of the
+    model code saved beside it: a folder saved by an older version holds older code, which the tools (e.g.
+    `pim-heatmap` reading `model.pim`) do not match, while this package reads every layout PIM was saved in
+    ([`PimPreTrainedModel.from_pretrained`]). Its processor is [`PimImageProcessor`] when `preprocessor_config.json`
+    names it. Any other model or processor is loaded with transformers' Auto classes and `trust_remote_code=True`.
+
+    Raises:
+        What transformers raises for missing, unreachable or invalid files (`OSError`, `ValueError`).
+    """
+    config, _ = PretrainedConfig.get_config_dict(model_name_or_path, revision=revision)
+    if config.get("model_type") == PimConfig.model_type:
+        model = PimForImageClassification.from_pretrained(model_name_or_path, revision=revision)
+    else:
+        model = AutoModelForImageClassification.from_pretrained(
+            model_name_or_path, revision=revision, trust_remote_code=True
+        )
+    processor_file = cached_file(
+        model_name_or_path, "preprocessor_config.json", revision=revision, _raise_exceptions_for_missing_entries=False
+    )
+    if processor_file is None:
+        return model, None
+    processor, _ = ImageProcessingMixin.get_image_processor_dict(model_name_or_path, revision=revision)
+    if processor.get("image_processor_type") == PimImageProcessor.__name__:
+        return model, PimImageProcessor.from_pretrained(model_name_or_path, revision=revision)
+    return model, AutoImageProcessor.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=True)
+
+
 def load_model_and_processor(
     model_name_or_path: str, device: torch.device, revision: str | None = None
 ) -> tuple[PreTrainedModel, Any]:
     """
-    Loads a trained model with `AutoModelForImageClassification(..., trust_remote_code=True)` in eval mode on `device`,
-    and its image processor. A model without `preprocessor_config.json` gets the paper's evaluation transform for its
-    `config.image_size` ([`PimImageProcessor.for_image_size`]), with a warning.
+    Loads a trained model ([`load_pretrained`]) in eval mode on `device`, and its image processor. A model without
+    `preprocessor_config.json` gets the paper's evaluation transform for its `config.image_size`
+    ([`PimImageProcessor.for_image_size`]), with a warning.
 
     Raises:
         `UserInputError`: the folder does not exist or is not a model folder, or the Hub id cannot be loaded (e.g.
@@ -150,23 +190,7 @@ def load_model_and_processor(
     """
     is_local = _check_model_location(model_name_or_path)
     try:
-        model = AutoModelForImageClassification.from_pretrained(
-            model_name_or_path, revision=revision, trust_remote_code=True
-        )
-        has_processor = (
-            cached_file(
-                model_name_or_path,
-                "preprocessor_config.json",
-                revision=revision,
-                _raise_exceptions_for_missing_entries=False,
-            )
-            is not None
-        )
-        processor = (
-            AutoImageProcessor.from_pretrained(model_name_or_path, revision=revision, trust_remote_code=True)
-            if has_processor
-            else None
-        )
+        model, processor = load_pretrained(model_name_or_path, revision=revision)
     except (OSError, ValueError) as error:  # what transformers raises for missing, unreachable or invalid files
         if is_local:
             raise UserInputError(f"Could not load the model folder {model_name_or_path!r}: {error}") from error
@@ -626,6 +650,7 @@ __all__ = [
     "font_with_glyphs",
     "list_image_folder",
     "load_model_and_processor",
+    "load_pretrained",
     "match_class_folders",
     "plot_confusion_matrix",
     "predict",

@@ -1,0 +1,157 @@
+"""
+PIM's pipelines (`modeling_pim/pipeline_pim.py`, remote code): `pipeline("image-classification")` and
+`pipeline("image-feature-extraction")` with `trust_remote_code=True` decode images with `image_to_rgb`, in a process
+where this package cannot be imported, so that a 16-bit or transparent image gives the answer of its 8-bit, on-white
+twin (transformers' own pipelines clip it with `convert("RGB")`).
+"""
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from tiny_models import tiny_pim_config
+
+from modeling_pim import PimForImageClassification, PimImageProcessor
+from modeling_pim import pipeline_pim
+from modeling_pim.pipeline_pim import CUSTOM_PIPELINES
+
+
+LABELS = ["cardinal", "blue jay", "house sparrow"]
+# What the subprocess prints: the pipelines' classes and answers, as JSON on its last line.
+REMOTE_CODE_PIPELINES = textwrap.dedent(
+    """
+    import functools, http.server, json, sys, threading
+    sys.modules["modeling_pim"] = None  # this repository's package must not be importable
+    import PIL.Image
+    from transformers import ImageClassificationPipeline, ImageFeatureExtractionPipeline, pipeline
+
+    folder = sys.argv[1]
+    file = lambda name: f"{folder}/{name}"
+    classifier = pipeline("image-classification", model=folder, trust_remote_code=True)
+    extractor = pipeline("image-feature-extraction", model=folder, trust_remote_code=True)
+    # transformers' own pipelines on the same model: load_image's convert("RGB").
+    plain_classifier = pipeline(
+        "image-classification", model=folder, trust_remote_code=True, pipeline_class=ImageClassificationPipeline
+    )
+    plain_extractor = pipeline(
+        "image-feature-extraction", model=folder, trust_remote_code=True,
+        pipeline_class=ImageFeatureExtractionPipeline,
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/gradient16.png"
+    scores = lambda predictions: [[p["label"], p["score"]] for p in predictions]
+    with PIL.Image.open(file("gradient16.png")) as image16:
+        result = {
+            "classes": [type(classifier).__module__.split(".")[-1] + "." + type(classifier).__name__,
+                        type(extractor).__module__.split(".")[-1] + "." + type(extractor).__name__],
+            "gradient8": scores(classifier(file("gradient8.png"), top_k=3)),
+            "gradient16": scores(classifier(file("gradient16.png"), top_k=3)),
+            "gradient16_image": scores(classifier(image16, top_k=3)),
+            "gradient16_url": scores(classifier(url, top_k=3)),
+            "gradient16_base64": scores(classifier(open(file("gradient16.base64")).read(), top_k=3)),
+            "plain_gradient16": scores(plain_classifier(file("gradient16.png"), top_k=3)),
+            "on_white": scores(classifier(file("on_white.png"), top_k=3)),
+            "transparent": scores(classifier(file("transparent.png"), top_k=3)),
+            "plain_transparent": scores(plain_classifier(file("transparent.png"), top_k=3)),
+            "batch_logits": [
+                scores(predictions)
+                for predictions in classifier(
+                    [file("gradient16.png"), file("transparent.png")], batch_size=2, top_k=2, function_to_apply="none"
+                )
+            ],
+            "embedding8": extractor(file("gradient8.png"))[0],
+            "embedding16": extractor(file("gradient16.png"))[0],
+            "plain_embedding16": plain_extractor(file("gradient16.png"))[0],
+        }
+    server.shutdown()
+    print(json.dumps(result))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def remote_code_answers(tmp_path_factory):
+    """The answers of the pipelines built from a saved folder in a process without this package, and the folder."""
+    folder = tmp_path_factory.mktemp("pipeline_model")
+    torch.manual_seed(0)
+    PimForImageClassification(tiny_pim_config(LABELS)).save_pretrained(folder)
+    PimImageProcessor.for_image_size(64).save_pretrained(folder)
+
+    gradient8 = np.tile(np.linspace(0, 255, 96).round().astype(np.uint8), (80, 1))  # (80, 96), left black, right white
+    PIL.Image.fromarray(gradient8).save(folder / "gradient8.png")
+    PIL.Image.fromarray(gradient8.astype(np.uint16) * 257).save(folder / "gradient16.png")  # the same over 0..65535
+    (folder / "gradient16.base64").write_text(base64.b64encode((folder / "gradient16.png").read_bytes()).decode())
+    rgba = PIL.Image.new("RGBA", (90, 70), (0, 0, 0, 0))  # transparent black around a red square
+    rgba.paste((200, 30, 30, 255), (20, 10, 70, 60))
+    rgba.save(folder / "transparent.png")
+    PIL.Image.alpha_composite(PIL.Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB").save(
+        folder / "on_white.png"
+    )
+
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(folder / "modules")}
+    completed = subprocess.run(
+        [sys.executable, "-c", REMOTE_CODE_PIPELINES, str(folder)],
+        cwd=folder,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout.strip().splitlines()[-1]), folder
+
+
+def test_saved_config_names_the_pipelines_and_the_file_travels(remote_code_answers):
+    answers, folder = remote_code_answers
+    assert json.loads((folder / "config.json").read_text())["custom_pipelines"] == CUSTOM_PIPELINES
+    assert (folder / "pipeline_pim.py").read_bytes() == Path(pipeline_pim.__file__).read_bytes()
+    assert answers["classes"] == [
+        "pipeline_pim.PimImageClassificationPipeline",
+        "pipeline_pim.PimImageFeatureExtractionPipeline",
+    ]
+
+
+def test_16_bit_image_is_classified_as_its_8_bit_twin_from_every_source(remote_code_answers):
+    answers, _ = remote_code_answers
+    for source in ("gradient16", "gradient16_image", "gradient16_url", "gradient16_base64"):
+        assert answers[source] == answers["gradient8"], source
+    # transformers' own pipeline sees a white picture: another answer.
+    assert answers["plain_gradient16"] != answers["gradient8"]
+
+
+def test_transparent_image_is_classified_as_on_white(remote_code_answers):
+    answers, _ = remote_code_answers
+    assert answers["transparent"] == answers["on_white"]
+    assert answers["plain_transparent"] != answers["on_white"]
+
+
+def test_batching_top_k_and_function_to_apply_are_transformers(remote_code_answers):
+    answers, folder = remote_code_answers
+    model = PimForImageClassification.from_pretrained(folder).eval()
+    processor = PimImageProcessor.from_pretrained(folder)
+    images = [PIL.Image.open(folder / "gradient8.png"), PIL.Image.open(folder / "on_white.png")]
+    with torch.no_grad():
+        logits = model(**processor(images, return_tensors="pt")).logits
+    for predictions, expected in zip(answers["batch_logits"], logits):
+        top = expected.argsort(descending=True)[:2]
+        assert [label for label, _ in predictions] == [LABELS[i] for i in top]
+        assert [score for _, score in predictions] == pytest.approx(expected[top].tolist(), abs=1e-5)
+
+
+def test_feature_extraction_embeds_a_16_bit_image_as_its_8_bit_twin(remote_code_answers):
+    answers, _ = remote_code_answers
+    assert len(answers["embedding16"]) == 32  # fpn_size of the tiny model: PimModel's pooler_output
+    assert answers["embedding16"] == answers["embedding8"]
+    assert answers["plain_embedding16"] != answers["embedding8"]
