@@ -1,7 +1,9 @@
 """pim-export: ONNX and torch.export programs of tiny PIM models, checked against eager PyTorch."""
 
 import json
+import shutil
 import zipfile
+from pathlib import Path
 
 import onnx
 import onnxruntime
@@ -60,6 +62,19 @@ def test_pt2_export_loads_with_torch_export_and_gives_the_pytorch_logits(tmp_pat
     with zipfile.ZipFile(output) as archive:
         id2label = next(name for name in archive.namelist() if name.endswith("id2label.json"))
         assert json.loads(archive.read(id2label))["0"] == model.config.id2label[0]
+
+
+def test_an_opset_the_exporter_cannot_convert_to_is_refused_and_leaves_no_file(tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "pim_saved_before_pim_model", model_dir)  # a tiny model
+    output = tmp_path / "deploy" / "model.onnx"
+    assert pim_export.main([str(model_dir), "--output", str(output), "--opset", "17"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == (
+        "pim-export: error: --opset 17: the ONNX exporter could not convert the model to opset 17 (it produced opset "
+        "18): nothing was written; use --opset 18 or higher."
+    )
+    assert list(output.parent.iterdir()) == []
 
 
 def test_an_export_that_differs_from_pytorch_is_refused_and_leaves_no_file(tmp_path, capsys, monkeypatch):

@@ -3,14 +3,15 @@ Exports a trained PIM model for deployment: the work of `pim-export MODEL --outp
 model.pt2` (a `torch.export` program); its command line is [`modeling_pim.tools.pim_export`].
 
 `MODEL` is a folder written by `save_pretrained` or a Hub model id, loaded as `pim-infer` loads it
-([`modeling_pim.tools.infer.load_pretrained`]). The exported graph takes `pixel_values` `(batch, 3, image_size, image_size)`, float32,
-normalised as the model's image processor does (`preprocessor_config.json`), with a dynamic batch axis, and returns
-`logits` `(batch, num_labels)` only: the final head. `config.id2label` travels with it (ONNX metadata property
-`id2label`, `.pt2` extra file `id2label.json`, both JSON).
+([`modeling_pim.tools.infer.load_pretrained`]). The exported graph takes `pixel_values`
+`(batch, 3, image_size, image_size)`, float32, normalised as the model's image processor does
+(`preprocessor_config.json`), with a dynamic batch axis, and returns `logits` `(batch, num_labels)` only: the final
+head. `config.id2label` travels with it (ONNX metadata property `id2label`, `.pt2` extra file `id2label.json`, both
+JSON).
 
-- ONNX: `torch.onnx.export(..., dynamo=True)` (the `torch.export`-based exporter), at the opset asked for (`--opset`, 18
-  by default), the
-  weights inside the file (in `<output>.data` beside it only for models over 2 GB).
+- ONNX: `torch.onnx.export(..., dynamo=True)` (the `torch.export`-based exporter) at the opset asked for (`--opset`,
+  18 by default; an opset the exporter cannot convert the model to is refused), the weights inside the file (in
+  `<output>.data` beside it only for models over 2 GB).
 - `.pt2`: `torch.export.export` saved with `torch.export.save`; load it with `torch.export.load(path).module()`.
 
 Before anything is written, the exported program is run (onnxruntime's CPU provider for ONNX, `torch.export.load` for
@@ -69,6 +70,12 @@ def _write_onnx(model: LogitsOnly, example: torch.Tensor, path: Path, opset: int
         dynamo=True,
         verbose=False,
     )
+    produced = program.model.opset_imports.get("")
+    if produced != opset:  # the exporter falls back to its own opset when it cannot convert to the one asked for
+        raise ExportVerificationError(
+            f"--opset {opset}: the ONNX exporter could not convert the model to opset {opset} (it produced opset "
+            f"{produced}): nothing was written; use --opset {produced} or higher."
+        )
     program.model.metadata_props["id2label"] = id2label
     program.save(path)
 
