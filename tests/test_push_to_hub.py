@@ -295,6 +295,40 @@ def test_endpoint_handler_answers_as_the_toolkit_calls_it(staged, tmp_path):
     assert result["errors"][3].startswith("Unknown parameters ['temperature']")
 
 
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"top_k": "3"}, "parameters.top_k must be a positive integer (e.g. 5), got '3'."),
+        ({"top_k": 0}, "parameters.top_k must be a positive integer (e.g. 5), got 0."),
+        ({"top_k": 2.5}, "parameters.top_k must be a positive integer (e.g. 5), got 2.5."),
+        ({"top_k": True}, "parameters.top_k must be a positive integer (e.g. 5), got True."),
+        (
+            {"function_to_apply": "max"},
+            "parameters.function_to_apply must be one of 'softmax', 'sigmoid', 'none', got 'max'.",
+        ),
+        ({"function_to_apply": 1}, "parameters.function_to_apply must be one of 'softmax', 'sigmoid', 'none', got 1."),
+        (["top_k"], "'parameters' must be an object such as {\"top_k\": 5}, got list."),
+    ],
+)
+def test_endpoint_handler_refuses_bad_parameters_before_classifying(parameters, message):
+    from modeling_pim.hub.handler import EndpointHandler
+
+    handler = EndpointHandler.__new__(EndpointHandler)  # no model: the parameters are checked first
+    handler.classifier = None
+    with pytest.raises(ValueError) as error:
+        handler({"inputs": Image.new("RGB", (8, 8)), "parameters": parameters})
+    assert str(error.value) == message
+
+
+def test_endpoint_handler_passes_valid_parameters_to_the_pipeline():
+    from modeling_pim.hub.handler import EndpointHandler
+
+    handler = EndpointHandler.__new__(EndpointHandler)
+    handler.classifier = lambda image, **parameters: [{"label": str(sorted(parameters.items())), "score": 1}]
+    answer = handler({"inputs": Image.new("RGB", (8, 8)), "parameters": {"top_k": 2, "function_to_apply": "Sigmoid"}})
+    assert answer == [{"label": "[('function_to_apply', 'Sigmoid'), ('top_k', 2)]", "score": 1.0}]
+
+
 def test_space_is_a_gradio_app_linked_to_the_model_with_the_heatmap_code(published):
     space = published[1]
     card = SpaceCard.load(space / "README.md")

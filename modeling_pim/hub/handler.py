@@ -4,8 +4,9 @@ Inference Endpoints handler of a PIM model, staged as `handler.py` at the root o
 The Inference Toolkit imports this file from the repository folder, builds `EndpointHandler(path=<that folder>)` once
 and calls it with each request: `{"inputs": PIL.Image.Image}` for an image body (`Content-Type: image/*`), the parsed
 JSON for a JSON body, where `inputs` is a base64-encoded image file. An optional `"parameters": {"top_k": k,
-"function_to_apply": "softmax"}` follows the `image-classification` task specification. The answer is the task's
-`[{"label": str, "score": float}, ...]`, best first.
+"function_to_apply": "softmax"}` follows the `image-classification` task specification (checked: `top_k` a positive
+integer, `function_to_apply` `"softmax"`, `"sigmoid"` or `"none"`; anything else is a `ValueError`, a 400). The
+answer is the task's `[{"label": str, "score": float}, ...]`, best first.
 
 This file imports nothing of the `modeling_pim` package: the model's code comes from the repository itself
 (`trust_remote_code=True`), and the repository's `requirements.txt` installs the transformers and timm versions it
@@ -26,6 +27,8 @@ from transformers import pipeline
 
 
 PARAMETERS = ("top_k", "function_to_apply")
+# The values of `function_to_apply` the image-classification task takes (transformers' `ClassificationFunction`).
+FUNCTIONS_TO_APPLY = ("softmax", "sigmoid", "none")
 
 
 def open_image(encoded: bytes) -> PIL.Image.Image:
@@ -59,6 +62,34 @@ def decode_base64_image(data: str) -> PIL.Image.Image:
     return open_image(encoded)
 
 
+def check_parameters(parameters: Any) -> dict[str, Any]:
+    """
+    The `parameters` of a request, checked against the image-classification task specification: `top_k` a positive
+    integer (JSON `5`; `"5"` or `0` are refused, `true` too), `function_to_apply` one of `FUNCTIONS_TO_APPLY` (any
+    case). `None` means none.
+
+    Raises:
+        `ValueError`: `parameters` is not an object, holds an unknown parameter or a value of the wrong type or range;
+        the message names the parameter, the value and what is expected (the toolkit answers 400).
+    """
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise ValueError(f"'parameters' must be an object such as {{\"top_k\": 5}}, got {type(parameters).__name__}.")
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise ValueError(f"Unknown parameters {unknown}: image-classification takes {list(PARAMETERS)}.")
+    top_k = parameters.get("top_k")
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"parameters.top_k must be a positive integer (e.g. 5), got {top_k!r}.")
+    function = parameters.get("function_to_apply")
+    if function is not None and (not isinstance(function, str) or function.lower() not in FUNCTIONS_TO_APPLY):
+        raise ValueError(
+            f"parameters.function_to_apply must be one of {', '.join(map(repr, FUNCTIONS_TO_APPLY))}, got {function!r}."
+        )
+    return parameters
+
+
 class EndpointHandler:
     """The `image-classification` pipeline of the model in `path`, answering Inference Endpoints requests."""
 
@@ -72,13 +103,11 @@ class EndpointHandler:
         a request must not make the endpoint read its own files or fetch addresses), with `data["parameters"]`.
 
         Raises:
-            `ValueError`: `inputs` is missing or not an image, or a parameter is unknown (the toolkit answers 400).
+            `ValueError`: `inputs` is missing or not an image, or a parameter is unknown or invalid
+            ([`check_parameters`]; the toolkit answers 400).
         """
         inputs = data.get("inputs")
-        parameters = data.get("parameters") or {}
-        unknown = sorted(set(parameters) - set(PARAMETERS))
-        if unknown:
-            raise ValueError(f"Unknown parameters {unknown}: image-classification takes {list(PARAMETERS)}.")
+        parameters = check_parameters(data.get("parameters"))
         if isinstance(inputs, str):
             inputs = decode_base64_image(inputs)
         elif isinstance(inputs, (bytes, bytearray)):
@@ -91,4 +120,4 @@ class EndpointHandler:
         return [{"label": prediction["label"], "score": float(prediction["score"])} for prediction in predictions]
 
 
-__all__ = ["EndpointHandler", "decode_base64_image", "open_image"]
+__all__ = ["EndpointHandler", "check_parameters", "decode_base64_image", "open_image"]
