@@ -11,6 +11,7 @@ from torchvision.datasets import FGVCAircraft, Flowers102, StanfordCars
 
 from archive_trees import (
     STANFORD_CARS_CLASS_NAMES,
+    _cars_annotations,
     make_fgvc_aircraft_tree,
     make_flowers102_tree,
     make_inaturalist_tree,
@@ -173,6 +174,25 @@ def _out_of_range_flower(archive: Path) -> None:
     scipy.io.savemat(archive / "setid.mat", {"trnid": np.array([[1, 99]]), "valid": [[2]], "tstid": [[3]]})
 
 
+def _flower_label_zero(archive: Path) -> None:
+    scipy.io.savemat(archive / "imagelabels.mat", {"labels": np.zeros((1, 9), dtype=np.uint8)})
+
+
+def _car_class_zero(archive: Path) -> None:
+    annotations = _cars_annotations([("00001.jpg", 0)], with_class=True)
+    scipy.io.savemat(archive / "devkit" / "cars_train_annos.mat", {"annotations": annotations})
+
+
+def _aircraft_classes_not_text(archive: Path) -> None:
+    (archive / "data" / "variants.txt").write_bytes(b"\xff\xfe7\x003\x007\x00")
+
+
+def _category_id_not_an_integer(folder: Path) -> None:
+    val = json.loads((folder / "val.json").read_text())
+    val["annotations"][0]["category_id"] = "seven"
+    (folder / "val.json").write_text(json.dumps(val))
+
+
 # (make the archive, read it, break it, the start of the error that must name the broken file)
 BROKEN_ARCHIVES = {
     "cars meta missing": (
@@ -212,6 +232,21 @@ BROKEN_ARCHIVES = {
         "{root}/setid.mat: 'trnid' holds image numbers [99] outside 1..9, the images labelled by "
         "{root}/imagelabels.mat",
     ),
+    "flowers label out of range": (  # a plain number and the image, never NumPy's np.uint8(0)
+        make_flowers102_tree, read_flowers102, _flower_label_zero,
+        "{root}/imagelabels.mat: the label of image 1 (jpg/image_00001.jpg) is 0, not a class number between 1 and "
+        "102: restore the file from the archive.",
+    ),
+    "cars class out of range": (
+        make_stanford_cars_tree, read_stanford_cars, _car_class_zero,
+        "{root}/devkit/cars_train_annos.mat: the class of 00001.jpg is 0, not a class number between 1 and 3: restore "
+        "the file from the archive.",
+    ),
+    "aircraft class file not text": (
+        make_fgvc_aircraft_tree, read_fgvc_aircraft, _aircraft_classes_not_text,
+        "{root}/data/variants.txt is not a UTF-8 text file (invalid start byte at byte 0): restore it from the "
+        "archive; expected the fgvc-aircraft-2013b archive",
+    ),
     "dogs test list missing": (
         make_stanford_dogs_tree, read_stanford_dogs, "lists/test_list.mat",
         "{root}/lists/test_list.mat not found: expected the Stanford Dogs archive",
@@ -227,6 +262,10 @@ BROKEN_ARCHIVES = {
     "inaturalist invalid json": (
         make_inaturalist_tree, read_inaturalist, b"{\"images\": [",
         "{root}/val.json is not valid JSON (Expecting value: line 1 column 13",
+    ),
+    "inaturalist category id not an integer": (
+        make_inaturalist_tree, read_inaturalist, _category_id_not_an_integer,
+        "{root}/val.json: an entry of 'annotations' has a 'category_id' that is not an integer: ",
     ),
     "inaturalist image without annotation": (
         make_inaturalist_tree, read_inaturalist, _drop_annotation,

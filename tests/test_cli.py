@@ -251,3 +251,49 @@ def test_every_tool_has_a_debug_flag(capsys):
         with pytest.raises(SystemExit):
             main(["--help"])
         assert "--debug" in capsys.readouterr().out
+
+
+def read_json(path: str) -> None:
+    """Reads a JSON file as libraries do (its path in a local variable)."""
+    with open(path, encoding="utf-8") as file:
+        json.load(file)
+
+
+def test_a_damaged_json_file_gets_the_fix_of_its_kind(tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "preprocessor_config.json").write_text("{")
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text("{")
+
+    assert run_command("pim-x", lambda argv: read_json(str(model / "preprocessor_config.json")), []) == 2
+    assert capsys.readouterr().err == (
+        f"pim-x: error: {model / 'preprocessor_config.json'} is not valid JSON (Expecting property name enclosed in "
+        f"double quotes at line 1, column 2): {JSON_FIX}\n"
+    )
+    assert run_command("pim-x", lambda argv: read_json(str(annotations)), []) == 2
+    assert capsys.readouterr().err == (
+        f"pim-x: error: {annotations} is not valid JSON (Expecting property name enclosed in double quotes at line 1, "
+        "column 2): fix the file, or restore it from where it came from.\n"
+    )
+
+
+def test_a_message_written_from_a_library_error_is_kept(tmp_path, capsys):
+    """A reader that explains a JSON error itself (`raise ... from None`), wrapped as train_pim.py wraps loaders."""
+    annotations = tmp_path / "train.json"
+    annotations.write_text("{")
+
+    def load(argv: list[str]) -> None:
+        try:
+            try:
+                read_json(str(annotations))
+            except json.JSONDecodeError:
+                raise ValueError(f"{annotations} is not valid JSON: restore it from the iNaturalist archive.") from None
+        except ValueError as error:
+            raise UserInputError(str(error)) from error
+
+    assert run_command("train_pim.py", load, []) == 2
+    assert capsys.readouterr().err == (
+        f"train_pim.py: error: {annotations} is not valid JSON: restore it from the iNaturalist archive.\n"
+    )

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from transformers.utils import logging
@@ -151,14 +152,36 @@ def _load_mat(path: Path, variables: Sequence[str], layout: str) -> dict[str, np
     return {name: np.asarray(contents[name]).reshape(-1) for name in variables}
 
 
-def _zero_based(values: Sequence, num_classes: int | None, path: Path, what: str) -> list[int]:
-    """1-based class numbers of an annotation file as 0-based labels, checked to lie in 1..`num_classes` if given."""
-    labels = []
-    for value in values:
+def _integer(value: Any) -> int | None:
+    """`value` of an annotation file as a Python `int` when it is a whole number (`np.float64(3.0)`: 3), else `None`."""
+    try:
         number = int(value)
-        if number != value or number < 1 or (num_classes is not None and number > num_classes):
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if number == value else None
+
+
+def _plain(value: Any) -> Any:
+    """`value` for a message: a NumPy scalar as the Python number it holds (`0`, not `np.int64(0)`)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _zero_based(
+    values: Sequence, num_classes: int | None, path: Path, what: str, image: Callable[[int], str]
+) -> list[int]:
+    """
+    1-based class numbers of an annotation file as 0-based labels, checked to be whole numbers in 1..`num_classes`
+    (if given); `image(index)` names the image of the `index`-th value, for the error message.
+    """
+    labels = []
+    for index, value in enumerate(values):
+        number = _integer(value)
+        if number is None or number < 1 or (num_classes is not None and number > num_classes):
             upper = "" if num_classes is None else f" between 1 and {num_classes}"
-            raise ValueError(f"{path}: {what} {value!r} is not a class number{upper}.")
+            raise ValueError(
+                f"{path}: the {what} of {image(index)} is {_plain(value)!r}, not a class number{upper}: restore the "
+                "file from the archive."
+            )
         labels.append(number - 1)
     return labels
 
@@ -171,19 +194,28 @@ def _check_unique(class_names: Sequence[str], path: Path) -> list[str]:
     return list(class_names)
 
 
-def _read_lines(path: Path, layout: str) -> list[str]:
-    """The non-blank lines of a text file of the archive, stripped."""
+def _read_text(path: Path, layout: str) -> str:
+    """The text of a UTF-8 text file of the archive, with errors that name the file."""
     if not path.is_file():
         raise ValueError(f"{path} not found: expected {layout}.")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file ({error.reason} at byte {error.start}): restore it from the archive; "
+            f"expected {layout}."
+        ) from None
+
+
+def _read_lines(path: Path, layout: str) -> list[str]:
+    """The non-blank lines of a text file of the archive, stripped."""
+    return [line.strip() for line in _read_text(path, layout).splitlines() if line.strip()]
 
 
 def _read_table(path: Path, layout: str) -> dict[str, str]:
     """Reads a '<key> <value>' text file of an archive into an ordered dict, with errors that name the file."""
-    if not path.is_file():
-        raise ValueError(f"{path} not found: expected {layout}.")
     table = {}
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(_read_text(path, layout).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split(maxsplit=1)
@@ -347,8 +379,11 @@ def read_stanford_cars(data_dir: str | os.PathLike) -> ArchiveSplits:
                 f"fields: {list(annotations.dtype.names or ())}): expected {STANFORD_CARS_LAYOUT}."
             )
         _require_dir(images, STANFORD_CARS_LAYOUT)
-        paths = [str(images / str(annotation["fname"])) for annotation in annotations]
-        labels = _zero_based(annotations["class"], len(class_names), annotations_path, "class")
+        file_names = [str(annotation["fname"]) for annotation in annotations]
+        labels = _zero_based(
+            annotations["class"], len(class_names), annotations_path, "class", lambda index: file_names[index]
+        )
+        paths = [str(images / file_name) for file_name in file_names]
         splits[split] = (paths, labels)
     return ArchiveSplits("Stanford Cars", root, splits, class_names)
 
@@ -397,6 +432,11 @@ def read_fgvc_aircraft(data_dir: str | os.PathLike, annotation_level: str = "var
     return ArchiveSplits(f"FGVC-Aircraft ({annotation_level})", root, splits, class_names)
 
 
+def _flowers102_file_name(number: int) -> str:
+    """The file of the Flowers-102 image numbered `number` (1-based): `image_00001.jpg`."""
+    return f"image_{number:05d}.jpg"
+
+
 def read_flowers102(data_dir: str | os.PathLike) -> ArchiveSplits:
     """
     Reads Oxford Flowers-102 (Nilsback & Zisserman, ICVGIP 2008) as torchvision's `Flowers102` does: the official
@@ -411,19 +451,30 @@ def read_flowers102(data_dir: str | os.PathLike) -> ArchiveSplits:
 
     root = _archive_root(data_dir, "imagelabels.mat", ("", "flowers-102"), FLOWERS102_LAYOUT)
     image_labels = _load_mat(root / "imagelabels.mat", ["labels"], FLOWERS102_LAYOUT)["labels"]
-    labels_of_image = _zero_based(image_labels, len(Flowers102.classes), root / "imagelabels.mat", "label")
+    labels_of_image = _zero_based(
+        image_labels,
+        len(Flowers102.classes),
+        root / "imagelabels.mat",
+        "label",
+        lambda index: f"image {index + 1} (jpg/{_flowers102_file_name(index + 1)})",
+    )
     set_ids = _load_mat(root / "setid.mat", ["trnid", "valid", "tstid"], FLOWERS102_LAYOUT)
     _require_dir(root / "jpg", FLOWERS102_LAYOUT)
     splits = {}
     for split, variable in (("train", "trnid"), ("validation", "valid"), ("test", "tstid")):
-        numbers = [int(number) for number in set_ids[variable]]
-        wrong = [number for number in numbers if not 1 <= number <= len(labels_of_image)]
+        numbers = [_integer(number) for number in set_ids[variable]]
+        wrong = [
+            _plain(value)
+            for value, number in zip(set_ids[variable], numbers, strict=True)
+            if number is None or not 1 <= number <= len(labels_of_image)
+        ]
         if wrong:
             raise ValueError(
                 f"{root / 'setid.mat'}: '{variable}' holds image numbers {wrong[:5]} outside "
-                f"1..{len(labels_of_image)}, the images labelled by {root / 'imagelabels.mat'}."
+                f"1..{len(labels_of_image)}, the images labelled by {root / 'imagelabels.mat'}: restore it from the "
+                "archive."
             )
-        paths = [str(root / "jpg" / f"image_{number:05d}.jpg") for number in numbers]
+        paths = [str(root / "jpg" / _flowers102_file_name(number)) for number in numbers]
         splits[split] = (paths, [labels_of_image[number - 1] for number in numbers])
     return ArchiveSplits("Oxford Flowers-102", root, splits, list(Flowers102.classes))
 
@@ -455,7 +506,8 @@ def read_stanford_dogs(data_dir: str | os.PathLike) -> ArchiveSplits:
         if path.suffix == ".mat":
             variables = _load_mat(path, ["file_list", "labels"], STANFORD_DOGS_LAYOUT)
             files = [str(name) for name in variables["file_list"]]
-            listed[split] = (files, _zero_based(variables["labels"], None, path, "label"))
+            numbers = _zero_based(variables["labels"], None, path, "label", lambda index: repr(files[index]))
+            listed[split] = (files, numbers)
         else:
             listed[split] = (_read_lines(path, STANFORD_DOGS_LAYOUT), None)
         malformed = [name for name in listed[split][0] if name.count("/") != 1]
@@ -484,6 +536,11 @@ def read_stanford_dogs(data_dir: str | os.PathLike) -> ArchiveSplits:
     return ArchiveSplits("Stanford Dogs", root, splits, class_names)
 
 
+def _is_image_id(value: Any) -> bool:
+    """Whether `value` can be a COCO image id (a number or a string; JSON `true` is neither)."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def _read_coco_annotations(path: Path) -> dict:
     """An iNaturalist annotation file, checked to have the COCO fields the loader uses."""
     if not path.is_file():
@@ -492,7 +549,7 @@ def _read_coco_annotations(path: Path) -> dict:
         with path.open(encoding="utf-8") as file:
             annotations = json.load(file)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}): restore it from the competition archive.") from None
+        raise ValueError(f"{path} is not valid JSON ({error}): restore it from the iNaturalist archive.") from None
     fields = {"images": ("id", "file_name"), "annotations": ("image_id", "category_id"), "categories": ("id", "name")}
     for key, keys in fields.items():
         entries = annotations.get(key) if isinstance(annotations, dict) else None
@@ -501,6 +558,20 @@ def _read_coco_annotations(path: Path) -> dict:
         incomplete = next((entry for entry in entries if not isinstance(entry, dict) or set(keys) - entry.keys()), None)
         if incomplete is not None:
             raise ValueError(f"{path}: an entry of '{key}' lacks {' or '.join(keys)}: {str(incomplete)[:200]}.")
+    checks = (
+        ("images", "id", _is_image_id, "a number"),
+        ("images", "file_name", lambda value: isinstance(value, str), "a path"),
+        ("annotations", "image_id", _is_image_id, "a number"),
+        ("annotations", "category_id", lambda value: _integer(value) is not None, "an integer"),
+        ("categories", "id", lambda value: _integer(value) is not None, "an integer"),
+    )
+    for key, field, is_valid, expected in checks:
+        wrong = next((entry for entry in annotations[key] if not is_valid(entry[field])), None)
+        if wrong is not None:
+            raise ValueError(
+                f"{path}: an entry of '{key}' has a '{field}' that is not {expected}: {str(wrong)[:200]}. Restore it "
+                "from the iNaturalist archive."
+            )
     return annotations
 
 

@@ -12,7 +12,11 @@ Known library errors are translated here, once for every entry point:
 - `safetensors.SafetensorError` (an empty, truncated or corrupt `.safetensors` file): the file is named, read from
   the traceback (the `.safetensors` path that the failing code was opening);
 - `json.JSONDecodeError` while reading a `.json` file (a damaged `config.json` or `preprocessor_config.json`): the file
-  is named with the line and column;
+  is named with the line and column, and the fix fits the file (a model's file: download or re-save the model; any
+  other: restore it). A message written from such an error with `raise ... from None` (e.g. the dataset readers',
+  "restore it from the iNaturalist archive") is kept as it is;
+- a [`UserInputError`] re-raised by a `DataLoader` worker process (e.g. an image that cannot be decoded, found while
+  training): its original one-line message, without the worker's traceback;
 - a `ValueError` of a configuration class's checks while `from_pretrained` builds it from a model's `config.json` (a
   field of the wrong type or value, e.g. `"fpn_size": "abc"`): the file is named (the model folder, or the Hub id,
   that `from_pretrained` was given).
@@ -139,12 +143,15 @@ def cache_help(program: str, script: str | os.PathLike, distributions: Sequence[
 
 
 def _exception_chain(error: BaseException) -> Iterator[BaseException]:
-    """`error`, then the exceptions it was raised from or while handling (`__cause__`, else `__context__`)."""
+    """
+    `error`, then the exceptions it was raised from or while handling (`__cause__`, else `__context__` unless hidden
+    by `raise ... from None`: the code that wrote the message has already said what the file and the fix are).
+    """
     seen = set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
         yield error
-        error = error.__cause__ or error.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
 
 
 def _file_in_traceback(error: BaseException, suffix: str) -> str | None:
@@ -177,14 +184,20 @@ def _invalid_safetensors_message(error: BaseException) -> str:
     )
 
 
+def _is_model_file(path: str) -> bool:
+    """Whether `path` is a file of a saved model: it lies in a folder with the model's `config.json`."""
+    return os.path.isfile(os.path.join(os.path.dirname(path), "config.json"))
+
+
 def _invalid_json_message(error: json.JSONDecodeError) -> str | None:
     path = _file_in_traceback(error, ".json")
     if path is None:
         return None
-    return (
-        f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): fix the file, or "
-        "download the model again or re-save it with `save_pretrained`."
-    )
+    if _is_model_file(path):
+        fix = "fix the file, or download the model again or re-save it with `save_pretrained`"
+    else:
+        fix = "fix the file, or restore it from where it came from"
+    return f"{path} is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno}): {fix}."
 
 
 def _is_configuration(value: Any) -> bool:
@@ -236,8 +249,24 @@ def user_error_message(error: BaseException) -> str | None:
         if message is not None:
             return message
     if isinstance(error, UserInputError):
-        return str(error)
+        return _original_message(error)
     return None
+
+
+def _original_message(error: BaseException) -> str:
+    """
+    The message of `error`; for an exception re-raised by a `torch.utils.data.DataLoader` worker, whose message is
+    `"Caught <type> in DataLoader worker process <n>.\nOriginal Traceback ..."`, the original message (the last line
+    of that traceback, after `<module>.<type>: `).
+    """
+    message = str(error)
+    if not (message.startswith("Caught ") and "\nOriginal Traceback" in message):
+        return message
+    last_line = message.rstrip().splitlines()[-1]
+    for name in (f"{type(error).__module__}.{type(error).__qualname__}", type(error).__qualname__):
+        if last_line.startswith(f"{name}: "):
+            return last_line.removeprefix(f"{name}: ")
+    return message
 
 
 def run_command(program: str, command: Callable[[list[str]], Any], argv: Sequence[str] | None = None) -> int:
