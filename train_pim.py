@@ -57,9 +57,21 @@ from modeling_pim.data.fgvc_datasets import (
     load_image_folders,
     split_validation,
 )
-from modeling_pim.data.report import build_data_report, check_data_report, is_unlabeled, log_data_report
+from modeling_pim.data.report import (
+    build_data_report,
+    check_data_report,
+    check_labeled,
+    is_unlabeled,
+    log_data_report,
+)
 from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
-from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
+from modeling_pim.data.transforms import (
+    DEFAULT_UNREADABLE_FIX,
+    build_eval_transform,
+    build_train_transform,
+    collate_fn,
+    with_image_transform,
+)
 from modeling_pim.hub.widget import save_test_example
 from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, check_training_arguments, stack_heads
 from modeling_pim.training.transfer import load_for_labels
@@ -530,12 +542,15 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
         if data_args.dataset in ARCHIVES:
             datasets = load_archive(data_args.dataset, _archive_dir(data_args), data_args.dataset_config_name, **scan)
         elif data_args.dataset == "hub":
-            datasets = load_hub_dataset(
-                _required(data_args, "dataset_name"),
-                name=data_args.dataset_config_name,
-                image_column=data_args.image_column_name,
-                label_column=data_args.label_column_name,
-            )
+            try:
+                datasets = load_hub_dataset(
+                    _required(data_args, "dataset_name"),
+                    name=data_args.dataset_config_name,
+                    image_column=data_args.image_column_name,
+                    label_column=data_args.label_column_name,
+                )
+            except FileNotFoundError as error:  # the message starts with the name given
+                raise UserInputError(f"--dataset_name {error}") from error
         elif data_args.dataset == "synthetic":
             root = generate_fine_grained_dataset(
                 data_args.synthetic_dir or default_cache_dir(),
@@ -572,6 +587,8 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
                 "(--validation_dir, or the dataset's validation split): use one or the other, or train on both with "
                 "--merge_validation_into_train true."
             )
+        labels = datasets["train"].with_format(None)["label"]
+        check_labeled(datasets.source, "train", sum(label < 0 for label in labels), len(labels))
         datasets["train"], datasets["validation"] = split_validation(
             datasets["train"], data_args.validation_split_percentage, seed
         )
@@ -662,10 +679,15 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     test_is_unlabeled = "test" in datasets and is_unlabeled(report, "test")
     if test_is_unlabeled:
         datasets["test"] = datasets["test"].remove_columns("label")
-    datasets["train"].set_transform(make_transform_fn(train_transform))
+    # Images are decoded by the transforms: one that cannot be decoded stops the run with an error naming its file.
+    if data_args.skip_unreadable or data_args.dataset == "hub":
+        unreadable_fix = DEFAULT_UNREADABLE_FIX
+    else:
+        unreadable_fix = "remove it, or run without --skip_unreadable false to skip unreadable images"
+    datasets["train"] = with_image_transform(datasets["train"], train_transform, unreadable_fix)
     for split in ("validation", "test"):
         if split in datasets:
-            datasets[split].set_transform(make_transform_fn(eval_transform))
+            datasets[split] = with_image_transform(datasets[split], eval_transform, unreadable_fix)
 
     last_checkpoint = None
     if training_args.resume_from_checkpoint is None and training_args.do_train and output_dir.is_dir():

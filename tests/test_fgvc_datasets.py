@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
-from fgvc_trees import FOLDER_CLASS_NAMES, class_color, make_image_folders, make_nabirds_tree
+from fgvc_trees import (
+    FOLDER_CLASS_NAMES,
+    class_color,
+    make_hub_parquet_dataset,
+    make_image_folders,
+    make_nabirds_tree,
+)
 
 from modeling_pim.data import fgvc_datasets
 from modeling_pim.data.fgvc_datasets import (
@@ -192,8 +198,13 @@ def test_image_folders_match_class_names_after_nfc_normalisation(tmp_path):
 
 def test_image_folders_empty_training_class_folder(image_folders):
     (image_folders / "train" / "Dark-eyed Junco").mkdir()
-    with pytest.raises(ValueError, match=f"Class folder {image_folders / 'train' / 'Dark-eyed Junco'} contains no"):
+    with pytest.raises(ValueError) as error:
         load_image_folders(image_folders / "train")
+    assert str(error.value) == (
+        f"Class folder {image_folders / 'train' / 'Dark-eyed Junco'} contains no image files (e.g. .jpg, .png, .webp: "
+        f"any image file Pillow opens): every class folder of train_dir={str(image_folders / 'train')!r} needs at "
+        "least one image; remove the folder or add its images."
+    )
 
 
 def test_image_folders_missing_directory(tmp_path):
@@ -284,3 +295,73 @@ def test_load_hub_dataset_ambiguous_columns(monkeypatch):
     with pytest.raises(ValueError, match="pass image_column="):
         load_hub_dataset("some/ambiguous")
     assert load_hub_dataset("some/ambiguous", image_column="photo_b")["train"].column_names == ["image", "label"]
+
+
+def test_load_hub_dataset_names_classes_in_nfc_and_merges_the_two_forms_of_a_name(tmp_path, datasets_cache):
+    nfc, nfd = unicodedata.normalize("NFC", "café crème"), unicodedata.normalize("NFD", "café crème")
+    make_image_folders(tmp_path / "birds", splits=("train",), class_names=(nfd, "thé"), images_per_class=2)
+    make_image_folders(tmp_path / "birds", splits=("test",), class_names=(nfc, "thé"), images_per_class=1)
+
+    # The imagefolder builder names the classes after the folders of every split: 'café crème' twice, 'thé'.
+    dataset = load_hub_dataset(str(tmp_path / "birds"), cache_dir=str(datasets_cache))
+
+    assert dataset["train"].features["label"].names == dataset["test"].features["label"].names == [nfc, "thé"]
+    assert sorted(dataset["train"]["label"]) == [0, 0, 1, 1] and sorted(dataset["test"]["label"]) == [0, 1]
+
+
+def test_load_hub_dataset_names_string_labels_in_nfc(monkeypatch):
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    features = Features({"image": Image(), "label": Value("string")})
+    train = Dataset.from_dict({"image": [None, None], "label": [nfd, "thé"]}, features=features)
+    test = Dataset.from_dict({"image": [None], "label": [nfc]}, features=features)
+    hub_like(monkeypatch, DatasetDict({"train": train, "test": test}))
+    dataset = load_hub_dataset("some/drinks")
+    assert dataset["test"].features["label"].names == [nfc, "thé"]
+    assert list(dataset["train"]["label"]) == [0, 1] and list(dataset["test"]["label"]) == [0]
+
+
+FOLDER_OF_DATA_FILES = (
+    "a folder of data files (such as the data/<split>-*.parquet shards Dataset.push_to_hub writes, or "
+    "<split>/<class name>/<image> folders)"
+)
+
+
+def test_load_hub_dataset_says_why_a_dataset_is_not_found(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(fgvc_datasets.datasets_config, "HF_HUB_OFFLINE", True)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    expected = {
+        str(tmp_path / "nowhere"): f"{str(tmp_path / 'nowhere')!r}: no such folder: check the path, or give "
+        f"{FOLDER_OF_DATA_FILES}.",
+        "someone/birds": "'someone/birds': no such folder, and no Hub dataset of that id in the local cache (the Hub "
+        f"is off: HF_DATASETS_OFFLINE=1, HF_HUB_OFFLINE=1): give {FOLDER_OF_DATA_FILES}, or unset HF_DATASETS_OFFLINE "
+        "and HF_HUB_OFFLINE to download it.",
+        str(tmp_path / "notes.txt"): f"{str(tmp_path / 'notes.txt')!r} is a file, not a dataset folder: give "
+        f"{FOLDER_OF_DATA_FILES}.",
+        str(tmp_path / "empty"): f"{str(tmp_path / 'empty')!r} is a folder without data files that "
+        f"datasets.load_dataset reads (The directory at {tmp_path / 'empty'} doesn't contain any data files): give "
+        f"{FOLDER_OF_DATA_FILES}.",
+    }
+    for path, message in expected.items():
+        with pytest.raises(FileNotFoundError) as error:
+            load_hub_dataset(path)
+        assert str(error.value) == message
+
+
+def test_split_validation_leaves_unlabeled_images_in_train():
+    features = Features({"label": ClassLabel(names=["a", "b"])})
+    dataset = Dataset.from_dict({"label": [0, 0, 0, 1, 1, 1, -1]}, features=features)
+    train, validation = split_validation(dataset, percentage=34, seed=0)
+    assert sorted(validation["label"]) == [0, 1] and sorted(train["label"]) == [-1, 0, 0, 1, 1]
+
+
+def test_load_hub_dataset_never_reads_a_local_folder_from_a_stale_cache(tmp_path, datasets_cache):
+    """datasets keys the cache of a folder with README `configs` by its name: a namesake or new export must miss it."""
+    first = make_hub_parquet_dataset(tmp_path / "one" / "birds", images_per_class={"train": 1}, unlabeled_splits=())
+    second = make_hub_parquet_dataset(tmp_path / "two" / "birds", images_per_class={"train": 2}, unlabeled_splits=())
+    assert load_hub_dataset(str(first), cache_dir=str(datasets_cache))["train"].num_rows == 3
+    assert load_hub_dataset(str(second), cache_dir=str(datasets_cache))["train"].num_rows == 6
+    make_hub_parquet_dataset(first, images_per_class={"train": 1}, unlabeled_splits=("train",))  # exported again
+    assert list(load_hub_dataset(str(first), cache_dir=str(datasets_cache))["train"]["label"]) == [-1, -1, -1]

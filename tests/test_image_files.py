@@ -5,6 +5,7 @@ case, hidden files and folders skipped at any depth, symbolic links followed wit
 
 import json
 import os
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,13 @@ from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.data.fgvc_datasets import load_image_folders
-from modeling_pim.data.image_files import find_image_files, image_extensions
+from modeling_pim.data.image_files import (
+    UnreadableImageError,
+    find_class_folders,
+    find_image_files,
+    image_extensions,
+    load_dataset_image,
+)
 from modeling_pim.tools import pim_infer
 
 
@@ -137,3 +144,62 @@ def test_training_refuses_a_macos_metadata_folder_by_name(tmp_path):
 
     with pytest.raises(ValueError, match=r"__MACOSX \(a macOS archive metadata folder: delete it\) contains no image"):
         load_image_folders(root)
+
+
+def test_class_folders_are_named_in_nfc_and_two_forms_of_one_name_are_refused(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "café crème"), unicodedata.normalize("NFD", "café crème")
+    root = tmp_path / "train"
+    write_image(root / nfd / "a.jpg")  # as macOS may write it
+    write_image(root / "thé" / "b.jpg")
+    (root / "empty").mkdir()
+    write_image(root / "loose.png")
+
+    found = find_class_folders(root)
+
+    assert found.classes == {nfc: [Path(nfd, "a.jpg")], "empty": [], "thé": [Path("thé", "b.jpg")]}
+    assert found.folders == {nfc: nfd, "empty": "empty", "thé": "thé"}
+    assert found.loose_images == [Path("loose.png")]
+    write_image(root / nfc / "c.jpg")
+    with pytest.raises(ValueError) as error:
+        find_class_folders(root)
+    assert str(error.value) == (
+        f"{str(root)!r} has two class folders named {nfc!r} (one in Unicode NFC, one in NFD form, as macOS may write "
+        "it): merge them into one folder."
+    )
+
+
+def test_an_image_that_cannot_be_decoded_while_training_names_its_file_and_the_fix(tmp_path):
+    truncated = tmp_path / "truncated.jpg"
+    write_image(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+
+    with pytest.raises(UnreadableImageError) as error:
+        load_dataset_image({"bytes": None, "path": str(truncated)}, "remove it")
+    assert str(error.value) == f"{truncated} cannot be decoded (OSError: Truncated File Read): remove it."
+    with pytest.raises(UnreadableImageError) as error:
+        load_dataset_image({"bytes": b"not an image", "path": "birds/x.jpg"}, "remove it")
+    assert str(error.value) == (
+        "the image 'birds/x.jpg' stored in the dataset cannot be decoded (UnidentifiedImageError: cannot identify "
+        "image file 'birds/x.jpg'): remove it."
+    )
+    write_image(tmp_path / "ok.png")
+    image = load_dataset_image({"bytes": None, "path": str(tmp_path / "ok.png")}, "remove it")
+    assert image.mode == "RGB" and image.size == (40, 30)
+
+
+def test_pim_infer_scores_the_nfd_class_folders_training_was_given(tmp_path):
+    nfc, nfd = unicodedata.normalize("NFC", "café crème"), unicodedata.normalize("NFD", "café crème")
+    root = tmp_path / "train"
+    for index in range(2):
+        write_image(root / nfd / f"{index}.jpg")  # as macOS writes it
+        write_image(root / "thé" / f"{index}.jpg", colour=(20, 200, 40))
+    class_names = load_image_folders(root)["train"].features["label"].names
+    assert class_names == [nfc, "thé"]
+    model_dir = tmp_path / "model"
+    PimForImageClassification(tiny_pim_config(class_names)).save_pretrained(model_dir)
+    PimImageProcessor.for_image_size(64).save_pretrained(model_dir)
+
+    output = tmp_path / "out"
+    assert pim_infer.main([str(model_dir), str(root), "--output_dir", str(output), "--num_workers", "0"]) == 0
+    results = json.loads((output / "infer_results.json").read_text())
+    assert {name: entry["count"] for name, entry in results["per_class_accuracy"].items()} == {nfc: 2, "thé": 2}

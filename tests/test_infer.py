@@ -4,6 +4,7 @@ import csv
 import json
 import logging
 import shutil
+import unicodedata
 
 import numpy as np
 import pytest
@@ -212,13 +213,30 @@ def test_class_folders_are_matched_by_exact_or_normalised_name():
     }
 
 
+def test_class_folders_are_matched_in_unicode_nfc_as_training_matches_them():
+    nfc, nfd = unicodedata.normalize("NFC", "Café Albatross"), unicodedata.normalize("NFD", "Café Albatross")
+    label2id = {"Laysan Albatross": 0, nfc: 1}
+
+    cub_style = unicodedata.normalize("NFD", "002.Café_Albatross")
+    assert match_class_folders([nfd, cub_style], label2id) == {nfd: 1, cub_style: 1}
+    assert match_class_folders(["Laysan Albatross"], {"Laysan Albatross": 0, nfd: 1}) == {"Laysan Albatross": 0}
+    assert match_class_folders([nfc], {nfd: 3}) == {nfc: 3}  # a model whose names were stored in NFD
+
+
 def test_unknown_class_folder_is_an_error_naming_it(model_dir, class_folders, tmp_path, capsys):
     write_images(class_folders / "004.Rhinoceros_Auklet", 1, seed=9)
+    write_images(class_folders / "Sooty Albatros", 1, seed=9)
 
     assert run(model_dir, class_folders, "--output_dir", tmp_path / "out") == 2
 
     error = capsys.readouterr().err
-    assert "004.Rhinoceros_Auklet" in error and "--ignore_labels" in error and "Traceback" not in error
+    assert "Traceback" not in error and error.count(": error: ") == 1
+    assert error.splitlines()[-1] == (
+        "pim-infer: error: 2 class folders match no class of the model: '004.Rhinoceros_Auklet'; 'Sooty Albatros' "
+        "(closest classes: 'Sooty Albatross', 'Laysan Albatross', 'Black footed Albatross'). The model knows 3 "
+        "classes (`id2label` in its config.json): rename the folders to those names, or pass --ignore_labels to "
+        "predict without computing accuracy."
+    )
     assert run(model_dir, class_folders, "--output_dir", tmp_path / "out", "--ignore_labels") == 0
     assert "accuracy" not in json.loads((tmp_path / "out" / "infer_results.json").read_text())
 

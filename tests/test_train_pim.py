@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -526,3 +527,68 @@ def test_a_class_whose_training_images_are_all_unreadable_is_refused_with_its_fi
         "and its test images can never be right. Replace the unreadable files or remove these classes."
     )
     assert report["splits"]["train"]["absent_classes"] == ["Barn Swallow"]
+
+
+@pytest.mark.parametrize(
+    ("dataset_name", "message"),
+    [
+        (
+            "{tmp}/nowhere",
+            "--dataset_name '{tmp}/nowhere': no such folder: check the path, or give a folder of data files (such as "
+            "the data/<split>-*.parquet shards Dataset.push_to_hub writes, or <split>/<class name>/<image> folders).",
+        ),
+        (
+            "someone/birds",
+            "--dataset_name 'someone/birds': no such folder, and no Hub dataset of that id in the local cache (the Hub "
+            "is off: HF_DATASETS_OFFLINE=1, HF_HUB_OFFLINE=1): give a folder of data files (such as the "
+            "data/<split>-*.parquet shards Dataset.push_to_hub writes, or <split>/<class name>/<image> folders), or "
+            "unset HF_DATASETS_OFFLINE and HF_HUB_OFFLINE to download it.",
+        ),
+    ],
+    ids=["missing folder", "offline hub id"],
+)
+def test_a_dataset_name_that_is_not_there_is_one_error_line(dataset_name, message, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("datasets.config.HF_HUB_OFFLINE", True)
+    flags = ["--dataset_name", dataset_name.format(tmp=tmp_path), "--eval_strategy", "no"]
+    assert user_error([*TINY_RUN, *flags, "--output_dir", str(tmp_path / "run")]) == message.format(tmp=tmp_path)
+
+
+def test_a_damaged_annotation_file_is_told_to_be_restored_from_its_archive(tmp_path):
+    from archive_trees import make_inaturalist_tree
+
+    data_dir = make_inaturalist_tree(tmp_path)
+    (data_dir / "val.json").write_text("{\n")
+    flags = ["--dataset", "inaturalist", "--data_dir", str(data_dir), "--eval_strategy", "no"]
+    assert user_error([*TINY_RUN, *flags, "--output_dir", str(tmp_path / "run")]) == (
+        f"{data_dir / 'val.json'} is not valid JSON (Expecting property name enclosed in double quotes: line 2 column "
+        "1 (char 2)): restore it from the iNaturalist archive."
+    )
+
+
+def test_an_unreadable_image_met_while_training_is_one_error_line_naming_it(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=2)
+    truncated = data_dir / "train" / "Barn Swallow" / "truncated.jpg"
+    good = (data_dir / "train" / "Barn Swallow" / "Barn Swallow_0.jpg").read_bytes()
+    truncated.write_bytes(good[: len(good) * 3 // 4])
+    flags = ["--train_dir", str(data_dir / "train"), "--skip_unreadable", "false", "--eval_strategy", "no"]
+    assert user_error([*TINY_RUN, *flags, "--max_steps", "2", "--output_dir", str(tmp_path / "run")]) == (
+        f"{truncated} cannot be decoded (OSError: Truncated File Read): remove it, or run without --skip_unreadable "
+        "false to skip unreadable images."
+    )
+
+
+def test_unlabeled_training_images_are_refused_with_or_without_a_hold_out(tmp_path):
+    dataset_dir = make_hub_parquet_dataset(tmp_path / "birds", images_per_class={"train": 4, "test": 1})
+    shard = dataset_dir / "data" / "train-00000-of-00001.parquet"
+    table = pyarrow.parquet.read_table(shard)
+    labels = pyarrow.array([-1, *table.column("label").to_pylist()[1:]], type=table.schema.field("label").type)
+    pyarrow.parquet.write_table(table.set_column(1, "label", labels), shard)  # keeps the ClassLabel metadata
+    expected = (
+        f"the dataset {str(dataset_dir)!r} read by datasets.load_dataset: the train split has 1 of its 12 images "
+        "without a label (-1), and training needs labeled images: remove them from the train split."
+    )
+    flags = ["--dataset_name", str(dataset_dir), "--output_dir", str(tmp_path / "run")]
+    assert user_error([*TINY_RUN, *flags, "--eval_strategy", "no"]) == expected
+    assert user_error([*TINY_RUN, *flags, "--validation_split_percentage", "25"]) == expected

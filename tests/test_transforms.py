@@ -11,7 +11,14 @@ from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 from modeling_pim.data.fgvc_datasets import load_archive
-from modeling_pim.data.transforms import build_eval_transform, build_train_transform, collate_fn, make_transform_fn
+from modeling_pim.data.transforms import (
+    build_eval_transform,
+    build_train_transform,
+    collate_fn,
+    make_transform_fn,
+    with_image_transform,
+)
+from modeling_pim.utils.cli import run_command
 
 
 class BilinearProcessor(TorchvisionBackend):
@@ -159,3 +166,18 @@ def test_collate_fn_errors():
         collate_fn([{"pixel_values": torch.zeros(3, 4, 4)}, {"pixel_values": torch.zeros(3, 4, 5)}])
     with pytest.raises(ValueError, match="torch.uint8 pixel values"):
         collate_fn([{"pixel_values": torch.zeros(3, 4, 4, dtype=torch.uint8)}])
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_an_image_that_cannot_be_decoded_while_training_is_one_error_line_naming_it(cub_dir, num_workers, capsys):
+    dataset = load_archive("cub200", cub_dir, skip_unreadable=False)["train"]  # lists corrupt.jpg, never scanned
+    dataset = with_image_transform(dataset, build_train_transform(BilinearProcessor()), "remove it")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4, collate_fn=collate_fn, num_workers=num_workers)
+
+    assert run_command("train_pim.py", lambda argv: list(loader), []) == 2
+
+    corrupt = next(cub_dir.glob("images/*/corrupt.jpg"))
+    assert capsys.readouterr().err == (
+        f"train_pim.py: error: {corrupt} cannot be decoded (UnidentifiedImageError: cannot identify image file "
+        f"{str(corrupt)!r}): remove it.\n"
+    )

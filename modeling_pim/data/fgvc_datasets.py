@@ -10,8 +10,8 @@ image once at load time (`image_scan`, cached per file) so that an unreadable, c
 and dropped before training rather than crashing it.
 """
 
+import hashlib
 import os
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
+from datasets import config as datasets_config
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.utils import logging
 
 from .archives import format_examples, read_archive
-from .image_files import find_image_files, image_extensions
+from .image_files import IMAGE_EXTENSION_EXAMPLES, find_class_folders, normalize_class_name
 from .image_scan import default_scan_cache_dir, scan_cache_file, scan_images
 
 
@@ -33,6 +35,8 @@ IMAGE_FOLDERS_LAYOUT = "<split dir>/<class name>/<image files>, one folder per c
 # Column names that `load_hub_dataset` recognises, in order of preference, when the features do not decide.
 IMAGE_COLUMN_CANDIDATES = ("image", "img", "images", "picture", "photo")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "class", "category", "target")
+# The environment variables that switch the Hub off for `datasets.load_dataset`.
+OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 
 
 @dataclass(frozen=True)
@@ -78,49 +82,37 @@ class FgvcDatasetDict(DatasetDict):
 
 def _scan_class_folders(directory: Path, argument: str, allow_empty: bool = False) -> dict[str, list[str]]:
     """
-    Maps the name of each class folder of `directory`, in Unicode NFC (so that the NFD names macOS may write match),
-    to its image files ([`find_image_files`]: recursive, sorted, hidden entries skipped, links followed); what is not
-    an image of a class folder is logged. A class folder without images is an error unless `allow_empty` (then its
-    list is empty: a validation or test folder may lack some classes).
+    Maps each class of `directory` ([`find_class_folders`]: class folders named in Unicode NFC, images found
+    recursively, sorted, hidden entries skipped, links followed) to the absolute paths of its images; what is not an
+    image of a class folder is logged. A class folder without images is an error unless `allow_empty` (then its list
+    is empty: a validation or test folder may lack some classes).
     """
     if not directory.is_dir():
         raise ValueError(f"{argument}={str(directory)!r} is not a directory: expected {IMAGE_FOLDERS_LAYOUT}.")
-    files = find_image_files(directory)
-    class_of_folder = {}
-    for entry in sorted(directory.iterdir()):
-        if entry.name.startswith(".") or not entry.is_dir() or Path(entry.name) in files.symlink_loops:
-            continue
-        name = unicodedata.normalize("NFC", entry.name)
-        if name in class_of_folder.values():
-            raise ValueError(
-                f"{argument}={str(directory)!r} has two class folders named {name!r} (one in Unicode NFC, one in NFD "
-                "form, as macOS may write it): merge them into one folder."
-            )
-        class_of_folder[entry.name] = name
-    classes = {name: [] for name in class_of_folder.values()}
-    loose_images = [path.as_posix() for path in files.images if len(path.parts) == 1]
-    for path in files.images:
-        if len(path.parts) > 1:
-            classes[class_of_folder[path.parts[0]]].append(str(directory / path))
-    for folder, name in class_of_folder.items():
-        if not classes[name] and not allow_empty:
+    try:
+        found = find_class_folders(directory)
+    except ValueError as error:
+        raise ValueError(f"{argument}={error}") from None
+    if not found.classes:
+        raise ValueError(f"{argument}={str(directory)!r} has no class folders: expected {IMAGE_FOLDERS_LAYOUT}.")
+    for name, images in found.classes.items():
+        if not images and not allow_empty:
+            folder = found.folders[name]
             hint = " (a macOS archive metadata folder: delete it)" if folder == "__MACOSX" else ""
             raise ValueError(
-                f"Class folder {directory / folder}{hint} contains no image files (extensions "
-                f"{', '.join(sorted(image_extensions()))}): every class folder of {argument}={str(directory)!r} "
-                "needs at least one image; remove the folder or add its images."
+                f"Class folder {directory / folder}{hint} contains no image files ({IMAGE_EXTENSION_EXAMPLES}): every "
+                f"class folder of {argument}={str(directory)!r} needs at least one image; remove the folder or add "
+                "its images."
             )
-    if loose_images:
+    if found.loose_images:
         logger.warning(
-            f"Ignored {len(loose_images)} images of {directory} that are not in a class folder (so have no label): "
-            f"{format_examples(loose_images)}."
+            f"Ignored {len(found.loose_images)} images of {directory} that are not in a class folder (so have no "
+            f"label): {format_examples(path.as_posix() for path in found.loose_images)}."
         )
-    skipped = files.describe_skipped()
+    skipped = found.files.describe_skipped()
     if skipped:
         logger.warning(f"Ignored under {directory}: {skipped}.")
-    if not classes:
-        raise ValueError(f"{argument}={str(directory)!r} has no class folders: expected {IMAGE_FOLDERS_LAYOUT}.")
-    return classes
+    return {name: [str(directory / path) for path in images] for name, images in found.classes.items()}
 
 
 def _build_dataset_dict(
@@ -307,13 +299,40 @@ def _pick_column(
     )
 
 
+def _normalize_label_names(dataset: Dataset, split: str) -> Dataset:
+    """
+    `dataset` with the names of its `label` `ClassLabel` in Unicode NFC ([`normalize_class_name`]), as class folders
+    are named in training: a class whose name is stored in both forms (e.g. an `imagefolder` dataset whose train
+    folder is `café` in NFD, as macOS writes it, and its test folder the same name in NFC) becomes one class, its
+    labels merged into the first of them (-1, no label, stays -1).
+    """
+    names = dataset.features["label"].names
+    normalized = [normalize_class_name(name) for name in names]
+    if normalized == names:
+        return dataset
+    unique = list(dict.fromkeys(normalized))
+    features = dataset.features.copy()
+    features["label"] = ClassLabel(names=unique)
+    if len(unique) == len(names):
+        return dataset.cast(features)
+    new_label = [unique.index(name) for name in normalized]
+    return dataset.map(
+        lambda labels: {"label": [new_label[label] if label >= 0 else label for label in labels]},
+        input_columns="label",
+        batched=True,
+        features=features,
+        desc=f"Merging the {split} classes named in both Unicode NFC and NFD",
+    )
+
+
 def _standardize_columns(
     dataset_dict: DatasetDict, image_column: str | None = None, label_column: str | None = None
 ) -> DatasetDict:
     """
     Renames the image and label columns of an image classification `DatasetDict` to `image` and `label`, drops the
     other columns and makes `label` a `ClassLabel` with the same names in every split: string labels get their sorted
-    distinct values as names, non-negative integer labels the names "0".."max".
+    distinct values as names, non-negative integer labels the names "0".."max". Class names are put in Unicode NFC
+    ([`normalize_class_name`]), as class folders are in training: two names that differ only in that form are one class.
     """
     first = next(iter(dataset_dict.values()))
     image_column = _pick_column(first, image_column, "image_column", Image, IMAGE_COLUMN_CANDIDATES)
@@ -332,7 +351,8 @@ def _standardize_columns(
 
     label_features = [dataset.features["label"] for dataset in standardized.values()]
     if all(isinstance(feature, ClassLabel) for feature in label_features):
-        names = [feature.names for feature in label_features]
+        standardized = {split: _normalize_label_names(dataset, split) for split, dataset in standardized.items()}
+        names = [dataset.features["label"].names for dataset in standardized.values()]
         if any(split_names != names[0] for split_names in names):
             raise ValueError(f"The {label_column!r} ClassLabel names differ between splits {list(standardized)}.")
         return DatasetDict(standardized)
@@ -343,6 +363,17 @@ def _standardize_columns(
         )
     values = {value for dataset in standardized.values() for value in dataset.unique("label")}
     if all(isinstance(value, str) for value in values):
+        if any(normalize_class_name(value) != value for value in values):
+            standardized = {
+                split: dataset.map(
+                    lambda labels: {"label": [normalize_class_name(label) for label in labels]},
+                    input_columns="label",
+                    batched=True,
+                    desc="Class names in Unicode NFC",
+                )
+                for split, dataset in standardized.items()
+            }
+            values = {normalize_class_name(value) for value in values}
         class_label = ClassLabel(names=sorted(values))
     elif all(isinstance(value, (int, np.integer)) and value >= -1 for value in values) and max(values) >= 0:
         class_label = ClassLabel(names=[str(label) for label in range(max(values) + 1)])
@@ -352,6 +383,65 @@ def _standardize_columns(
             "integer labels (-1 for an image without a label)."
         )
     return DatasetDict({split: dataset.cast_column("label", class_label) for split, dataset in standardized.items()})
+
+
+def _local_folder_cache_dir(folder: Path, cache_dir: str | os.PathLike | None) -> str:
+    """
+    A `datasets` cache folder for the local dataset `folder`, named by a digest of its absolute path and of the path,
+    size and modification time of each of its files.
+
+    `datasets` names the cache of a local folder whose README lists its `configs` (as `push_to_hub` and `hf download`
+    write them) after the folder's name and that README alone: another folder of the same name, or this one exported
+    again with other images or labels, would silently be loaded from the data cached first (or fail its split-size
+    check). With this folder, the cache is reused exactly while the files are unchanged.
+    """
+    digest = hashlib.sha256(str(folder.absolute()).encode())
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in sorted(files):
+            status = os.stat(os.path.join(root, name))
+            relative = os.path.relpath(os.path.join(root, name), folder)
+            digest.update(f"\n{relative}\t{status.st_size}\t{status.st_mtime_ns}".encode())
+    return os.path.join(cache_dir or datasets_config.HF_DATASETS_CACHE, "local_folders", digest.hexdigest()[:16])
+
+
+def _dataset_not_found_message(path: str, error: OSError) -> str:
+    """
+    Why `datasets.load_dataset(path)` found no dataset (`error`: a `FileNotFoundError` or `ConnectionError`), and the
+    fix: `path` names no folder, and the Hub has no such dataset, cannot be reached, or is switched off.
+    """
+    local = Path(path).expanduser()
+    folder = (
+        "a folder of data files (such as the data/<split>-*.parquet shards Dataset.push_to_hub writes, or "
+        "<split>/<class name>/<image> folders)"
+    )
+    if local.is_dir():
+        return f"{path!r} is a folder without data files that datasets.load_dataset reads ({error}): give {folder}."
+    if local.exists():
+        return f"{path!r} is a file, not a dataset folder: give {folder}."
+    try:
+        validate_repo_id(path)
+        is_repo_id = not path.startswith((".", "~", os.sep))
+    except HFValidationError:
+        is_repo_id = False
+    if not is_repo_id:
+        return f"{path!r}: no such folder: check the path, or give {folder}."
+    switches = [name for name in OFFLINE_VARIABLES if os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")]
+    if switches or datasets_config.HF_HUB_OFFLINE:
+        switched = ", ".join(f"{name}=1" for name in switches) or "offline mode"
+        return (
+            f"{path!r}: no such folder, and no Hub dataset of that id in the local cache (the Hub is off: {switched}): "
+            f"give {folder}, or unset {' and '.join(switches) or 'offline mode'} to download it."
+        )
+    if isinstance(error, ConnectionError):
+        return (
+            f"{path!r}: no such folder, and the Hub cannot be reached to look for a dataset of that id ({error}): "
+            f"check your connection, or give {folder}."
+        )
+    return (
+        f"{path!r}: no such folder, and no Hub dataset of that id ({error}): check the id (a private or gated dataset "
+        f"needs `hf auth login`), or give {folder}."
+    )
 
 
 def load_hub_dataset(
@@ -381,10 +471,17 @@ def load_hub_dataset(
             (so CIFAR-100's `fine_label` wins over `coarse_label`).
         kwargs:
             Passed to `datasets.load_dataset` (e.g. `revision=`, `cache_dir=`). All splits are loaded: `split` and
-            `streaming` are not supported.
+            `streaming` are not supported. A local folder is cached in a sub-folder of `cache_dir` named by its
+            files (see `_local_folder_cache_dir`), so that a folder of the same name is never read from another's
+            cache.
 
     Returns:
         [`FgvcDatasetDict`]: the dataset's splits. The images are not scanned for decoding errors.
+
+    Raises:
+        `FileNotFoundError`: `path` is neither a folder of data files nor a Hub dataset that can be reached; the
+        message says which, whether the Hub is switched off (`HF_DATASETS_OFFLINE`, `HF_HUB_OFFLINE`), and the fix.
+        `ValueError`: the columns or labels are not those of an image classification dataset.
     """
     for unsupported in ("split", "streaming"):
         if kwargs.get(unsupported):
@@ -392,7 +489,13 @@ def load_hub_dataset(
                 f"load_hub_dataset loads every split of {path!r} into a DatasetDict: {unsupported}= is not supported; "
                 "pick a split from the result instead."
             )
-    dataset_dict = _standardize_columns(load_dataset(path, name=name, **kwargs), image_column, label_column)
+    if Path(path).expanduser().is_dir():
+        kwargs["cache_dir"] = _local_folder_cache_dir(Path(path).expanduser(), kwargs.get("cache_dir"))
+    try:
+        loaded = load_dataset(path, name=name, **kwargs)
+    except (FileNotFoundError, ConnectionError) as error:  # what datasets raises for a path or id it cannot find
+        raise FileNotFoundError(_dataset_not_found_message(path, error)) from error
+    dataset_dict = _standardize_columns(loaded, image_column, label_column)
     source = f"the dataset {path!r}" + (f" (configuration {name!r})" if name else "") + " read by datasets.load_dataset"
     return FgvcDatasetDict(dataset_dict, source=source)
 
@@ -404,7 +507,8 @@ def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Da
 
     Every class with at least 2 images gives `round(percentage% of its images)` of them, but at least one and never
     all, to the validation set; a class with a single image stays in training (with a warning). The validation set is
-    therefore about, not exactly, `percentage`% of `dataset`, and covers every class that can be covered.
+    therefore about, not exactly, `percentage`% of `dataset`, and covers every class that can be covered. Images
+    without a label (-1) cannot be stratified: they stay in training, whose data report then refuses them.
 
     Args:
         dataset (`datasets.Dataset`):
@@ -427,7 +531,7 @@ def split_validation(dataset: Dataset, percentage: float, seed: int) -> tuple[Da
     rng = np.random.default_rng(seed)
     validation_indices = []
     single_image_classes = []
-    for label in np.unique(labels):
+    for label in np.unique(labels[labels >= 0]):
         indices = np.flatnonzero(labels == label)
         if len(indices) < 2:
             single_image_classes.append(dataset.features["label"].int2str(int(label)))

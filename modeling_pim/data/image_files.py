@@ -12,18 +12,31 @@ Rules, at any depth:
 - the other visible files (not images) are counted and reported, never silently dropped;
 - the listing is sorted (by path components), so it does not depend on the file system's order.
 
-[`load_image`] opens a file into the RGB image the model sees ([`image_to_rgb`]): the tools and the load-time scan of
-the datasets use it, so an image is "readable" for all of them in the same sense.
+[`find_class_folders`] groups the images of a folder by class folder, with class names in Unicode NFC
+([`normalize_class_name`]): training's class folders and `pim-infer`'s are the same classes, whatever form (NFC, or the
+NFD macOS may write) their names are stored in.
+
+[`load_image`] opens a file into the RGB image the model sees ([`image_to_rgb`]): the tools, the load-time scan of the
+datasets and the training transforms ([`load_dataset_image`]) use it, so an image is "readable" for all of them in the
+same sense.
 """
 
 import functools
+import io
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import PIL.Image
 
 from ..image_processing_pim import image_to_rgb
+from ..utils.cli import UserInputError
+
+
+# A few common image extensions, for messages (the full list, `image_extensions()`, is about 60 long).
+IMAGE_EXTENSION_EXAMPLES = "e.g. .jpg, .png, .webp: any image file Pillow opens"
 
 
 @functools.cache
@@ -43,6 +56,15 @@ def image_extensions() -> frozenset[str]:
 def is_image_file_name(name: str | os.PathLike) -> bool:
     """Whether a file name has an image extension ([`image_extensions`], case-insensitive)."""
     return os.path.splitext(os.fspath(name))[1].lower() in image_extensions()
+
+
+def normalize_class_name(name: str) -> str:
+    """
+    A class name (a class folder's name, a dataset's label name, a model's `id2label` name) in Unicode NFC, the form
+    class names are compared in: macOS may store a folder named `café` in NFD (`e` followed by a combining accent),
+    which looks the same but is another string.
+    """
+    return unicodedata.normalize("NFC", name)
 
 
 def _is_hidden(name: str) -> bool:
@@ -133,10 +155,72 @@ def find_image_files(folder: str | os.PathLike) -> ImageFiles:
     return found
 
 
-def load_image(path: str | os.PathLike) -> PIL.Image.Image:
+@dataclass
+class ClassFolders:
     """
-    Opens and fully decodes an image file into the RGB image the model sees ([`image_to_rgb`]: EXIF orientation, high
-    bit depth by its real range, transparency onto white).
+    What [`find_class_folders`] found under `files.root`: its images grouped by class folder.
+
+    Attributes:
+        files ([`ImageFiles`]):
+            Every image and skipped entry under the root ([`find_image_files`]).
+        classes (`dict[str, list[Path]]`):
+            Class name ([`normalize_class_name`] of the folder's name) → the images of its folder, at any depth,
+            relative to the root, sorted. Every visible folder of the root is a class, sorted by name; a folder
+            without images has an empty list.
+        folders (`dict[str, str]`):
+            Class name → the name of its folder on disk (which may be in NFD form).
+        loose_images (`list[Path]`):
+            The images directly in the root, outside any class folder.
+    """
+
+    files: ImageFiles
+    classes: dict[str, list[Path]]
+    folders: dict[str, str]
+    loose_images: list[Path]
+
+
+def find_class_folders(folder: str | os.PathLike) -> ClassFolders:
+    """
+    Lists the images under `folder` ([`find_image_files`]) and groups them by class folder (the visible folders of
+    `folder`, links followed), named in Unicode NFC ([`normalize_class_name`]). Training and `pim-infer` both read
+    class folders through this function.
+
+    Raises:
+        `NotADirectoryError`: `folder` is not a folder.
+        `ValueError`: two class folders have the same name once normalised (one in NFC, one in NFD form).
+    """
+    files = find_image_files(folder)
+    folders: dict[str, str] = {}
+    with os.scandir(files.root) as entries:
+        for entry in sorted(entries, key=lambda entry: entry.name):
+            if _is_hidden(entry.name) or not entry.is_dir() or Path(entry.name) in files.symlink_loops:
+                continue
+            name = normalize_class_name(entry.name)
+            if name in folders:
+                raise ValueError(
+                    f"{str(files.root)!r} has two class folders named {name!r} (one in Unicode NFC, one in NFD form, "
+                    "as macOS may write it): merge them into one folder."
+                )
+            folders[name] = entry.name
+    classes: dict[str, list[Path]] = {name: [] for name in sorted(folders)}
+    class_of_folder = {folder_name: name for name, folder_name in folders.items()}
+    loose_images = []
+    for path in files.images:
+        if len(path.parts) == 1:
+            loose_images.append(path)
+        else:
+            classes[class_of_folder[path.parts[0]]].append(path)
+    return ClassFolders(files, classes, {name: folders[name] for name in classes}, loose_images)
+
+
+class UnreadableImageError(UserInputError):
+    """An image that cannot be decoded while it is read for training or evaluation; the message names it and the fix."""
+
+
+def load_image(path: str | os.PathLike | io.BytesIO) -> PIL.Image.Image:
+    """
+    Opens and fully decodes an image file (a path, or a file's bytes in a `BytesIO`) into the RGB image the model sees
+    ([`image_to_rgb`]: EXIF orientation, high bit depth by its real range, transparency onto white).
 
     Raises:
         Whatever PIL raises for a missing, unreadable, truncated or corrupt file, or a mode it cannot convert.
@@ -145,4 +229,45 @@ def load_image(path: str | os.PathLike) -> PIL.Image.Image:
         return image_to_rgb(image)
 
 
-__all__ = ["ImageFiles", "find_image_files", "image_extensions", "is_image_file_name", "load_image"]
+def load_dataset_image(value: Any, unreadable_fix: str) -> PIL.Image.Image:
+    """
+    The RGB image the model sees ([`image_to_rgb`]) of a cell of a `datasets.Image` column: a PIL image (a decoded
+    column), or the `{"bytes", "path"}` dict of an undecoded one (`Image(decode=False)`), read from its bytes when it
+    has them, else from its path ([`load_image`]).
+
+    Args:
+        value (`PIL.Image.Image` or `dict`):
+            The cell.
+        unreadable_fix (`str`):
+            What to do about an image that cannot be decoded, for the error message (e.g. `"remove it"`).
+
+    Raises:
+        [`UnreadableImageError`]: the image cannot be decoded; the message names its file and `unreadable_fix`.
+    """
+    if isinstance(value, PIL.Image.Image):
+        return image_to_rgb(value)
+    path, data = value.get("path"), value.get("bytes")
+    source = io.BytesIO(data) if data is not None else path
+    try:
+        return load_image(source)
+    except Exception as error:  # Any failure to decode makes the image unusable, whatever PIL plugin raised it.
+        where = f"the image {path!r} stored in the dataset" if data is not None else str(path)
+        reason = str(error).replace(repr(source), repr(path))  # PIL names a BytesIO by its repr
+        raise UnreadableImageError(
+            f"{where} cannot be decoded ({type(error).__name__}: {reason}): {unreadable_fix}."
+        ) from error
+
+
+__all__ = [
+    "IMAGE_EXTENSION_EXAMPLES",
+    "ClassFolders",
+    "ImageFiles",
+    "UnreadableImageError",
+    "find_class_folders",
+    "find_image_files",
+    "image_extensions",
+    "is_image_file_name",
+    "load_dataset_image",
+    "load_image",
+    "normalize_class_name",
+]

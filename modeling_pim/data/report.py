@@ -151,13 +151,9 @@ def check_data_report(report: dict[str, Any]) -> None:
             f"({'; '.join(descriptions)}{more}): a class without training images cannot be learnt, and its test "
             "images can never be right. Replace the unreadable files or remove these classes."
         )
-    for split, use in (("train", "training"), ("validation", "model selection")):
-        if split in splits and splits[split]["num_unlabeled"]:
-            raise UserInputError(
-                f"{source}: the {split} split has {splits[split]['num_unlabeled']:,} of its "
-                f"{splits[split]['num_images']:,} images without a label (-1), and {use} needs labeled images: "
-                f"remove them from the {split} split."
-            )
+    for split in ("train", "validation"):
+        if split in splits:
+            check_labeled(source, split, splits[split]["num_unlabeled"], splits[split]["num_images"])
     test = splits.get("test")
     if test and 0 < test["num_unlabeled"] < test["num_images"]:
         raise UserInputError(
@@ -167,10 +163,33 @@ def check_data_report(report: dict[str, Any]) -> None:
         )
 
 
+def check_labeled(source: str, split: str, num_unlabeled: int, num_images: int) -> None:
+    """
+    Refuses images without a label (-1) in the "train" or "validation" split of `source`: training and model selection
+    need labeled images. `train_pim.py` checks the training split before holding out a validation set from it too.
+
+    Raises:
+        [`UserInputError`]: `num_unlabeled` is not 0; the message gives the count and the fix.
+    """
+    if num_unlabeled:
+        use = "training" if split == "train" else "model selection"
+        raise UserInputError(
+            f"{source}: the {split} split has {num_unlabeled:,} of its {num_images:,} images without a label (-1), and "
+            f"{use} needs labeled images: remove them from the {split} split."
+        )
+
+
 def is_unlabeled(report: dict[str, Any], split: str) -> bool:
     """Whether every image of `split` has the label -1 (hidden labels: predictions only, no accuracy)."""
     counts = report["splits"][split]
     return counts["num_unlabeled"] == counts["num_images"]
 
 
-__all__ = ["SPLIT_NAMES", "build_data_report", "check_data_report", "is_unlabeled", "log_data_report"]
+__all__ = [
+    "SPLIT_NAMES",
+    "build_data_report",
+    "check_data_report",
+    "check_labeled",
+    "is_unlabeled",
+    "log_data_report",
+]

@@ -1,7 +1,8 @@
 """
 `torchvision.transforms.v2` pipelines built from an image processor's sizes and statistics: the paper's training
 augmentation, an evaluation transform equal to the processor's own output, and the glue for `Dataset.with_transform`
-and `torch.utils.data.DataLoader`.
+(images decoded by `modeling_pim.data.image_files.load_dataset_image`, errors naming the file) and
+`torch.utils.data.DataLoader`.
 
 The processor is read through its attributes only (`size`, `crop_size`, `image_mean`, `image_std` and, when present,
 `resample`, `do_resize`, `do_center_crop`, `do_rescale`, `rescale_factor`, `do_normalize`), so any object with these
@@ -15,10 +16,12 @@ from typing import Any
 
 import PIL.Image
 import torch
+from datasets import Dataset, Image
 from torchvision.transforms import InterpolationMode, v2
 from transformers.image_utils import PILImageResampling, pil_torch_interpolation_mapping
 
 from ..image_processing_pim import image_to_rgb
+from .image_files import load_dataset_image
 
 
 def _to_rgb() -> v2.Lambda:
@@ -169,23 +172,46 @@ def build_eval_transform(processor: Any) -> v2.Compose:
     return v2.Compose(steps + _to_normalized_float(processor) + [v2.ToPureTensor()])
 
 
-def _transform_batch(batch: dict[str, list], transform: Callable) -> dict[str, list]:
-    """Applies `transform` to the images of a batch of `image`/`label` rows."""
+# What to do about an image that cannot be decoded, when the caller has nothing more specific to say.
+DEFAULT_UNREADABLE_FIX = "remove or replace it"
+
+
+def _transform_batch(batch: dict[str, list], transform: Callable, unreadable_fix: str) -> dict[str, list]:
+    """Decodes ([`load_dataset_image`]) and applies `transform` to the images of a batch of `image`/`label` rows."""
     if "image" not in batch:
         raise KeyError(f"The dataset rows have no 'image' column (columns: {list(batch)}).")
-    output = {"pixel_values": [transform(image) for image in batch["image"]]}
+    images = [load_dataset_image(value, unreadable_fix) for value in batch["image"]]
+    output = {"pixel_values": [transform(image) for image in images]}
     if "label" in batch:
         output["labels"] = list(batch["label"])
     return output
 
 
-def make_transform_fn(transform: Callable) -> Callable[[dict[str, list]], dict[str, list]]:
+def make_transform_fn(
+    transform: Callable, unreadable_fix: str = DEFAULT_UNREADABLE_FIX
+) -> Callable[[dict[str, list]], dict[str, list]]:
     """
-    A function for `Dataset.with_transform` that maps a batch `{"image": [PIL images], "label": [ints]}` to
-    `{"pixel_values": [tensors], "labels": [ints]}` (`labels` only when the rows have a `label`). It is picklable
-    when `transform` is, so it works with `DataLoader` workers started by spawn.
+    A function for `Dataset.with_transform` that maps a batch `{"image": [...], "label": [ints]}` to
+    `{"pixel_values": [tensors], "labels": [ints]}` (`labels` only when the rows have a `label`). The images may be
+    decoded PIL images or the `{"bytes", "path"}` dicts of an undecoded `datasets.Image(decode=False)` column, which it
+    decodes itself ([`load_dataset_image`]): an image that cannot be decoded is then an [`UnreadableImageError`]
+    naming its file and `unreadable_fix`, instead of a decoding error of `datasets` that names nothing. It is
+    picklable when `transform` is, so it works with `DataLoader` workers started by spawn.
     """
-    return functools.partial(_transform_batch, transform=transform)
+    return functools.partial(_transform_batch, transform=transform, unreadable_fix=unreadable_fix)
+
+
+def with_image_transform(
+    dataset: Dataset, transform: Callable, unreadable_fix: str = DEFAULT_UNREADABLE_FIX
+) -> Dataset:
+    """
+    `dataset` (with an `image` `datasets.Image` column) whose rows are transformed as they are read
+    ([`make_transform_fn`]), its images decoded by [`load_dataset_image`] rather than by `datasets`, so that an image
+    that cannot be decoded (e.g. one the load-time scan did not check) stops training with an error naming its file
+    and `unreadable_fix`.
+    """
+    dataset = dataset.cast_column("image", Image(decode=False))
+    return dataset.with_transform(make_transform_fn(transform, unreadable_fix))
 
 
 def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -211,4 +237,11 @@ def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return batch
 
 
-__all__ = ["build_eval_transform", "build_train_transform", "collate_fn", "make_transform_fn"]
+__all__ = [
+    "DEFAULT_UNREADABLE_FIX",
+    "build_eval_transform",
+    "build_train_transform",
+    "collate_fn",
+    "make_transform_fn",
+    "with_image_transform",
+]

@@ -11,14 +11,16 @@ give Hub ids you trust. `IMAGES_DIR` is either
 - a folder of class folders (`IMAGES_DIR/<class name>/**/*.jpg`): predictions plus the accuracy of the model's final
   head. Images lying directly in `IMAGES_DIR` next to class folders are predicted without a label (an empty `label`
   in `predictions.csv`), counted and reported, and left out of the accuracy. A class folder matches a class of the
-  model when its name equals a name of `config.id2label`, or equals it after dropping a leading number (`001.`) and
-  underscores, case insensitively (the CUB-200-2011 folder `001.Black_footed_Albatross` matches the class `Black
-  footed Albatross`). A class folder that matches no class is an error naming the folder: an unknown class would
-  silently count as a wrong prediction. `--ignore_labels` predicts without labels instead.
+  model when its name equals a name of `config.id2label` (both in Unicode NFC, as training compares class folders),
+  or equals it after dropping a leading number (`001.`) and underscores, case insensitively (the CUB-200-2011 folder
+  `001.Black_footed_Albatross` matches the class `Black footed Albatross`). A class folder that matches no class is
+  an error naming the folder: an unknown class would silently count as a wrong prediction. `--ignore_labels`
+  predicts without labels instead.
 
-Images are found as training finds them ([`modeling_pim.data.image_files.find_image_files`]: hidden files and
-folders skipped, symbolic links followed); the other files are ignored, counted and listed. Image files that cannot
-be decoded (not an image, corrupt, truncated) are skipped, listed and counted, never a crash.
+Images and class folders are found as training finds them ([`modeling_pim.data.image_files.find_class_folders`]:
+hidden files and folders skipped, symbolic links followed, class folder names in Unicode NFC); the other files are
+ignored, counted and listed. Image files that cannot be decoded (not an image, corrupt, truncated) are skipped,
+listed and counted, never a crash.
 
 Outputs in `--output_dir`:
 
@@ -62,7 +64,13 @@ from transformers import (
 from transformers.utils import cached_file, logging
 
 from ..configuration_pim import PimConfig
-from ..data.image_files import ImageFiles, find_image_files, load_image
+from ..data.image_files import (
+    IMAGE_EXTENSION_EXAMPLES,
+    ClassFolders,
+    find_class_folders,
+    load_image,
+    normalize_class_name,
+)
 from ..image_processing_pim import PimImageProcessor
 from ..modeling_pim import PimForImageClassification
 from ..training.metrics import classification_metrics
@@ -250,27 +258,30 @@ def _check_processor_size(processor: Any, config: Any, model_name_or_path: str, 
     )
 
 
-def _normalise_class_name(name: str) -> str:
-    """'001.Black_footed_Albatross' and 'Black footed Albatross' → 'black footed albatross'."""
-    return re.sub(r"^\d+[.\-_ ]", "", name).replace("_", " ").strip().casefold()
+def _loose_class_name(name: str) -> str:
+    """'001.Black_footed_Albatross' and 'Black footed Albatross' → 'black footed albatross' (in Unicode NFC)."""
+    return re.sub(r"^\d+[.\-_ ]", "", normalize_class_name(name)).replace("_", " ").strip().casefold()
 
 
 def match_class_folders(folder_names: Sequence[str], label2id: dict[str, int]) -> dict[str, int]:
     """
-    Maps class folder names to the model's class ids: exact name first, then the normalised name (leading number and
-    underscores dropped, case-insensitive) when it identifies one class.
+    Maps class folder names to the model's class ids. Names are compared in Unicode NFC ([`normalize_class_name`], as
+    training compares them: a folder written in NFD by macOS matches): the exact name first, then the loose name
+    (leading number and underscores dropped, case-insensitive) when it identifies one class.
 
     Raises:
-        `UserInputError`: some folders match no class; the message names them with the closest class names.
+        `UserInputError`: some folders match no class; the one-line message names them (up to 5) with the closest
+        class names.
     """
-    normalised: dict[str, list[int]] = {}
+    exact = {normalize_class_name(name): int(class_id) for name, class_id in label2id.items()}
+    loose: dict[str, list[int]] = {}
     for name, class_id in label2id.items():
-        normalised.setdefault(_normalise_class_name(name), []).append(int(class_id))
+        loose.setdefault(_loose_class_name(name), []).append(int(class_id))
     mapping, unknown = {}, []
     for folder in folder_names:
-        candidates = normalised.get(_normalise_class_name(folder), [])
-        if folder in label2id:
-            mapping[folder] = int(label2id[folder])
+        candidates = loose.get(_loose_class_name(folder), [])
+        if normalize_class_name(folder) in exact:
+            mapping[folder] = exact[normalize_class_name(folder)]
         elif len(candidates) == 1:
             mapping[folder] = candidates[0]
         else:
@@ -278,24 +289,25 @@ def match_class_folders(folder_names: Sequence[str], label2id: dict[str, int]) -
     if unknown:
         hints = []
         for folder in unknown[:5]:
-            close = difflib.get_close_matches(folder, list(label2id), n=3, cutoff=0.5)
-            hints.append(f"  {folder!r}" + (f" (closest classes: {', '.join(map(repr, close))})" if close else ""))
-        more = f"\n  ... and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            close = difflib.get_close_matches(normalize_class_name(folder), list(exact), n=3, cutoff=0.5)
+            hints.append(f"{folder!r}" + (f" (closest classes: {', '.join(map(repr, close))})" if close else ""))
+        more = f"; and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise UserInputError(
-            f"{len(unknown)} class folder(s) match no class of the model:\n" + "\n".join(hints) + more + "\n"
-            f"The model knows {len(label2id)} classes (`id2label` in its config.json). Rename the folders to those "
-            "names, or pass --ignore_labels to predict without computing accuracy."
+            f"{len(unknown)} class folder{'s' if len(unknown) > 1 else ''} match no class of the model: "
+            f"{'; '.join(hints)}{more}. The model knows {len(label2id)} classes (`id2label` in its config.json): "
+            "rename the folders to those names, or pass --ignore_labels to predict without computing accuracy."
         )
     return mapping
 
 
-def list_image_folder(images_dir: str | os.PathLike) -> ImageFiles:
+def list_image_folder(images_dir: str | os.PathLike) -> ClassFolders:
     """
-    Checks that `images_dir` is a folder with at least one image file (at any depth) and lists it
-    ([`find_image_files`]).
+    Checks that `images_dir` is a folder with at least one image file (at any depth) and lists it by class folder
+    ([`find_class_folders`], as training lists class folders).
 
     Raises:
-        `UserInputError`: the folder does not exist, is a file, or holds no image file.
+        `UserInputError`: the folder does not exist, is a file, holds no image file, or has two class folders whose
+        names differ only in Unicode normalisation.
     """
     root = Path(images_dir).expanduser()
     if not root.exists():
@@ -305,37 +317,40 @@ def list_image_folder(images_dir: str | os.PathLike) -> ImageFiles:
             f"{str(root)!r} is a file, not a folder of images: put the images in a folder (use pim-heatmap for a "
             "single image)."
         )
-    files = find_image_files(root)
-    if not files.images:
-        found = files.describe_skipped() or "nothing"
+    try:
+        found = find_class_folders(root)
+    except ValueError as error:
+        raise UserInputError(str(error)) from error
+    if not found.files.images:
+        skipped = found.files.describe_skipped() or "nothing"
         raise UserInputError(
-            f"Image folder {str(root)!r} contains no image file (extensions such as .jpg, .jpeg, .png, .webp): "
-            f"found {found}."
+            f"Image folder {str(root)!r} contains no image file ({IMAGE_EXTENSION_EXAMPLES}): found {skipped}."
         )
-    return files
+    return found
 
 
-def collect_images(files: ImageFiles, label2id: dict[str, int] | None) -> ImageSet:
+def collect_images(found: ClassFolders, label2id: dict[str, int] | None) -> ImageSet:
     """
     Chooses the labels of the images of [`list_image_folder`]. Class folders decide: when some images are in
-    sub-folders of the root, each sub-folder is a class matched to `label2id` by [`match_class_folders`], and the
-    images directly in the root have no label (`None`); otherwise, or with `label2id=None`, every image is unlabeled
-    (`labels=None`).
+    class folders, each class folder is matched to `label2id` by [`match_class_folders`], and the images directly in
+    the root have no label (`None`); otherwise, or with `label2id=None`, every image is unlabeled (`labels=None`).
 
     Raises:
         `UserInputError`: some class folders match no class of the model.
     """
+    files = found.files
     paths = [path.as_posix() for path in files.images]
     listing = {
         "ignored_files": [path.as_posix() for path in files.other_files],
         "hidden": [path.as_posix() for path in files.hidden],
         "symlink_loops": [path.as_posix() for path in files.symlink_loops],
     }
-    folders = [path.parts[0] if len(path.parts) > 1 else None for path in files.images]
-    if label2id is None or not any(folders):
+    class_of_folder = {folder: name for name, folder in found.folders.items()}
+    classes = [class_of_folder[path.parts[0]] if len(path.parts) > 1 else None for path in files.images]
+    if label2id is None or not any(classes):
         return ImageSet(files.root, paths, None, **listing)
-    class_of_folder = match_class_folders(sorted({folder for folder in folders if folder}), label2id)
-    labels = [class_of_folder[folder] if folder else None for folder in folders]
+    class_id = match_class_folders([name for name, images in found.classes.items() if images], label2id)
+    labels = [class_id[name] if name else None for name in classes]
     return ImageSet(files.root, paths, labels, **listing)
 
 
@@ -560,12 +575,12 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     """Runs `pim-infer` with parsed arguments; returns what it wrote to `infer_results.json`."""
     device = resolve_device(args.device)
     # Bad inputs and outputs fail before the model is loaded.
-    files = list_image_folder(args.images_dir)
+    found = list_image_folder(args.images_dir)
     output_dir = check_output_directory(args.output_dir, "--output_dir")
     model, processor = load_model_and_processor(args.model, device, revision=args.revision)
     id2label = {int(class_id): name for class_id, name in model.config.id2label.items()}
     label2id = None if args.ignore_labels else {name: class_id for class_id, name in id2label.items()}
-    images = collect_images(files, label2id)
+    images = collect_images(found, label2id)
     labeled = images.labels is not None
     print(
         f"Classifying {len(images.paths)} images of {images.root} ({'class folders' if labeled else 'unlabeled'}) "
