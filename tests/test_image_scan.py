@@ -1,13 +1,15 @@
 """The load-time image scan and its per-file cache (path, size, modification time)."""
 
+import errno
 import os
 import sqlite3
 
+import PIL.Image
 import pytest
 
 from fgvc_trees import _image, _save, _write_corrupt, _write_truncated
 from modeling_pim.data import image_scan
-from modeling_pim.data.image_scan import decode_error, scan_cache_file, scan_images
+from modeling_pim.data.image_scan import DecodeFailure, decode_error, is_content_error, scan_cache_file, scan_images
 
 
 @pytest.fixture
@@ -27,7 +29,7 @@ class CountingCheck:
         self.decoded: list[str] = []
         self.fail_after = fail_after
 
-    def __call__(self, path: str) -> str | None:
+    def __call__(self, path: str) -> DecodeFailure | None:
         if self.fail_after is not None and len(self.decoded) >= self.fail_after:
             raise KeyboardInterrupt
         self.decoded.append(path)
@@ -68,6 +70,84 @@ def test_cache_of_another_scan_version_is_not_trusted(images, tmp_path, monkeypa
     monkeypatch.setattr(image_scan, "SCAN_VERSION", image_scan.SCAN_VERSION + 1)
     assert scan_images(images.values(), cache_file).num_decoded == 6
     assert scan_images(images.values(), cache_file).num_decoded == 0
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 100)  # decides DecompressionBombError: another verdict
+    assert scan_images(images.values(), cache_file).num_decoded == 6
+
+
+def failing_once(monkeypatch, path: str, error: BaseException) -> None:
+    """Makes decoding `path` raise `error` until `monkeypatch.undo()`."""
+    load_image = image_scan.load_image
+
+    def flaky(candidate):
+        if candidate == path:
+            raise error
+        return load_image(candidate)
+
+    monkeypatch.setattr(image_scan, "load_image", flaky)
+
+
+ENVIRONMENT_ERRORS = {
+    "permission": PermissionError(errno.EACCES, "Permission denied"),
+    "io": OSError(errno.EIO, "Input/output error"),
+    "stale_nfs_handle": OSError(errno.ESTALE, "Stale file handle"),
+    "too_many_open_files": OSError(errno.EMFILE, "Too many open files"),
+    "memory": MemoryError(),
+    "codec_missing": OSError("decoder jpeg not available"),
+    "unknown_exception": RuntimeError("can't start new thread"),
+}
+
+
+@pytest.mark.parametrize("error", ENVIRONMENT_ERRORS.values(), ids=ENVIRONMENT_ERRORS)
+def test_environment_errors_skip_the_image_for_this_run_only(images, tmp_path, monkeypatch, caplog, error):
+    cache_file, good = tmp_path / "scan.sqlite", images["good0"]
+    failing_once(monkeypatch, good, error)
+    first = scan_images(images.values(), cache_file)
+    assert first.errors[good] == f"{type(error).__name__}: {error}" and first.num_environment_errors == 1
+    assert (
+        f"1 of the unreadable images failed for a reason of this run, not of their content (permission, I/O or "
+        f"memory errors; e.g. {good}: {type(error).__name__}: {error}): they are skipped in this run only and decoded "
+        "again next run; fix the cause to get them back."
+    ) in caplog.text
+    monkeypatch.undo()  # the cause is fixed: same bytes, same size and modification time
+
+    check = CountingCheck()
+    second = scan_images(images.values(), cache_file, check=check)
+    assert check.decoded == [good] and good not in second.errors and second.num_environment_errors == 0
+    assert list(second.errors) == [images["corrupt"], images["truncated"], images["missing"]]
+    assert scan_images(images.values(), cache_file).num_decoded == 0
+
+
+CONTENT_ERRORS = {
+    "unidentified": PIL.UnidentifiedImageError("cannot identify image file 'good0.jpg'"),
+    "truncated": OSError("image file is truncated (3 bytes not processed)"),
+    "decoder": OSError("broken data stream when reading image file"),
+    "plugin": SyntaxError("broken PNG file (chunk b'IDAT')"),
+    "end_of_file": EOFError("no more images in GIF file"),
+    "no_rgb_conversion": ValueError("conversion from CMYK;16B to RGB not supported"),
+    "bomb": PIL.Image.DecompressionBombError("Image size (628124515 pixels) exceeds limit of 178956970 pixels"),
+}
+
+
+@pytest.mark.parametrize("error", CONTENT_ERRORS.values(), ids=CONTENT_ERRORS)
+def test_content_errors_are_cached_with_the_file(images, tmp_path, monkeypatch, error):
+    cache_file, good, reason = tmp_path / "scan.sqlite", images["good0"], f"{type(error).__name__}: {error}"
+    failing_once(monkeypatch, good, error)
+    first = scan_images(images.values(), cache_file)
+    assert first.errors[good] == reason and first.num_environment_errors == 0
+    monkeypatch.undo()  # a verdict on these bytes: kept until the file changes
+    check = CountingCheck()
+    assert scan_images(images.values(), cache_file, check=check).errors[good] == reason and check.decoded == []
+    os.utime(good, ns=(1, 1))
+    assert good not in scan_images(images.values(), cache_file).errors
+
+
+def test_decode_errors_of_real_files_are_content_errors(images):
+    assert decode_error(images["good0"]) is None
+    for name in ("corrupt", "truncated"):
+        assert decode_error(images[name]).kind == "content"
+    assert decode_error(images["missing"]).kind == "missing"
+    assert is_content_error(PIL.UnidentifiedImageError("cannot identify image file"))
+    assert not is_content_error(PermissionError(errno.EACCES, "Permission denied"))
 
 
 def test_interrupted_scan_keeps_what_it_checked(images, tmp_path, monkeypatch):
