@@ -31,7 +31,7 @@ from PIL import Image
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
-from modeling_pim.hub.model_card import CITATION, base_model_id, build_model_card, describe_dataset
+from modeling_pim.hub.model_card import CITATION, HERBS_CITATION, base_model_id, build_model_card
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,8 +233,9 @@ def test_widget_shows_the_repository_image_with_the_model_output(staged, trainin
     assert [entry["score"] for entry in widget[0]["output"]] == pytest.approx(probabilities[ranked].tolist(), abs=1e-4)
 
 
-def test_readme_and_card_cite_the_paper_from_one_source():
-    assert CITATION in (ROOT / "README.md").read_text()
+def test_readme_and_card_cite_the_papers_from_one_source():
+    readme = (ROOT / "README.md").read_text()
+    assert CITATION in readme and HERBS_CITATION in readme
     assert "author  = {Chou, Po-Yung and Lin, Cheng-Hung and Kao, Wen-Chung}" in CITATION
 
 
@@ -534,19 +535,6 @@ def test_a_model_folder_without_test_results_gives_a_card_without_model_index(
     assert card.data.widget[0]["src"] == "widget_example.jpg"
     assert (tmp_path / "out" / "widget_example.jpg").read_bytes() == widget_image.read_bytes()
     assert any("has no test_results.json: the card has no model-index" in record.message for record in caplog.records)
-
-
-@pytest.mark.parametrize(
-    "data_args, expected",
-    [
-        ({"dataset": "hub", "dataset_name": "user/birds"}, ("user/birds", "user/birds")),
-        ({"dataset": "nabirds"}, ("NABirds", None)),
-        ({"dataset": "folders", "train_dir": "/data/train"}, ("custom image folders", None)),
-        ({}, ("an unspecified dataset", None)),
-    ],
-)
-def test_dataset_of_the_recipe(data_args, expected):
-    assert describe_dataset({"data_args": data_args}) == expected
 
 
 def test_base_model_is_the_starting_checkpoint_or_the_timm_weights(config, tmp_path):

@@ -323,7 +323,7 @@ def read_cub200(data_dir: str | os.PathLike) -> ArchiveSplits:
     root = _archive_root(data_dir, "images.txt", ("", "CUB_200_2011"), CUB200_LAYOUT)
     _require_dir(root / "images", CUB200_LAYOUT)
     splits, class_names = _read_archive(root, CUB200_LAYOUT, _cub200_class_name, only_classes_with_images=False)
-    return ArchiveSplits("CUB-200-2011", root, splits, class_names)
+    return ArchiveSplits(ARCHIVES["cub200"].display_name(), root, splits, class_names)
 
 
 def read_nabirds(data_dir: str | os.PathLike) -> ArchiveSplits:
@@ -340,7 +340,7 @@ def read_nabirds(data_dir: str | os.PathLike) -> ArchiveSplits:
     root = _archive_root(data_dir, "images.txt", ("", "nabirds"), NABIRDS_LAYOUT)
     _require_dir(root / "images", NABIRDS_LAYOUT)
     splits, class_names = _read_archive(root, NABIRDS_LAYOUT, str.strip, only_classes_with_images=True)
-    return ArchiveSplits("NABirds", root, splits, class_names)
+    return ArchiveSplits(ARCHIVES["nabirds"].display_name(), root, splits, class_names)
 
 
 def read_stanford_cars(data_dir: str | os.PathLike) -> ArchiveSplits:
@@ -385,7 +385,7 @@ def read_stanford_cars(data_dir: str | os.PathLike) -> ArchiveSplits:
         )
         paths = [str(images / file_name) for file_name in file_names]
         splits[split] = (paths, labels)
-    return ArchiveSplits("Stanford Cars", root, splits, class_names)
+    return ArchiveSplits(ARCHIVES["stanford_cars"].display_name(), root, splits, class_names)
 
 
 def read_fgvc_aircraft(data_dir: str | os.PathLike, annotation_level: str = "variant") -> ArchiveSplits:
@@ -429,7 +429,7 @@ def read_fgvc_aircraft(data_dir: str | os.PathLike, annotation_level: str = "var
             paths.append(str(root / "images" / f"{image_id}.jpg"))
             labels.append(label_of_name[name])
         splits[split] = (paths, labels)
-    return ArchiveSplits(f"FGVC-Aircraft ({annotation_level})", root, splits, class_names)
+    return ArchiveSplits(ARCHIVES["fgvc_aircraft"].display_name(annotation_level), root, splits, class_names)
 
 
 def _flowers102_file_name(number: int) -> str:
@@ -476,7 +476,7 @@ def read_flowers102(data_dir: str | os.PathLike) -> ArchiveSplits:
             )
         paths = [str(root / "jpg" / _flowers102_file_name(number)) for number in numbers]
         splits[split] = (paths, [labels_of_image[number - 1] for number in numbers])
-    return ArchiveSplits("Oxford Flowers-102", root, splits, list(Flowers102.classes))
+    return ArchiveSplits(ARCHIVES["flowers102"].display_name(), root, splits, list(Flowers102.classes))
 
 
 def _stanford_dogs_breed(folder: str) -> str:
@@ -533,7 +533,7 @@ def read_stanford_dogs(data_dir: str | os.PathLike) -> ArchiveSplits:
                     )
         splits[split] = ([str(root / "Images" / name) for name in files], labels)
     class_names = _check_unique([_stanford_dogs_breed(folder) for folder in folders], lists["train"])
-    return ArchiveSplits("Stanford Dogs", root, splits, class_names)
+    return ArchiveSplits(ARCHIVES["stanford_dogs"].display_name(), root, splits, class_names)
 
 
 def _is_image_id(value: Any) -> bool:
@@ -679,36 +679,116 @@ def read_inaturalist(data_dir: str | os.PathLike, version: str | None = None) ->
             [str(root / image["file_name"]) for image in annotations["images"]],
             [label_of_category[category_of_image[image["id"]]] for image in annotations["images"]],
         )
-    return ArchiveSplits(f"iNaturalist {version}", root, splits, class_names)
+    return ArchiveSplits(ARCHIVES["inaturalist"].display_name(version), root, splits, class_names)
 
 
 @dataclass(frozen=True)
 class ArchiveFormat:
     """
-    How [`read_archive`] reads one dataset.
+    One dataset with an official archive: how [`read_archive`] reads it, and what it is (its name in messages and
+    model cards, where it comes from, what to cite).
 
     Attributes:
+        name (`str`):
+            The dataset's name, e.g. `"Stanford Cars"`.
         reader (`Callable[..., ArchiveSplits]`):
             The reader, called with the data folder (and the configuration, if any).
         splits (`tuple[str, ...]`):
             The splits it returns.
+        homepage (`str`):
+            The dataset's official page (where the archive is downloaded, or was).
+        reference (`str`):
+            The publication that describes the dataset, to cite with a model trained on it.
         configuration (`str`, *optional*):
             The reader's argument that a configuration name sets (`annotation_level`, `version`), if it has one.
+        configurations (`tuple[str, ...]`):
+            The configuration names, if it has some.
+        configured_name (`str`):
+            The name with a configuration, formatted with `name` and `configuration`.
+        hub_dataset (`str`, *optional*):
+            A copy of the dataset on the Hugging Face Hub with the official splits, linked from model cards.
     """
 
+    name: str
     reader: Callable[..., ArchiveSplits]
     splits: tuple[str, ...]
+    homepage: str
+    reference: str
     configuration: str | None = None
+    configurations: tuple[str, ...] = ()
+    configured_name: str = "{name} ({configuration})"
+    hub_dataset: str | None = None
+
+    def display_name(self, configuration: str | None = None) -> str:
+        """The name, with the configuration when given: `"FGVC-Aircraft (family)"`, `"iNaturalist 2021"`."""
+        if configuration is None:
+            return self.name
+        return self.configured_name.format(name=self.name, configuration=configuration)
 
 
 ARCHIVES = {
-    "cub200": ArchiveFormat(read_cub200, ("train", "test")),
-    "nabirds": ArchiveFormat(read_nabirds, ("train", "test")),
-    "stanford_cars": ArchiveFormat(read_stanford_cars, ("train", "test")),
-    "fgvc_aircraft": ArchiveFormat(read_fgvc_aircraft, ("train", "validation", "test"), "annotation_level"),
-    "flowers102": ArchiveFormat(read_flowers102, ("train", "validation", "test")),
-    "stanford_dogs": ArchiveFormat(read_stanford_dogs, ("train", "test")),
-    "inaturalist": ArchiveFormat(read_inaturalist, ("train", "test"), "version"),
+    "cub200": ArchiveFormat(
+        "CUB-200-2011",
+        read_cub200,
+        ("train", "test"),
+        "https://www.vision.caltech.edu/datasets/cub_200_2011/",
+        "C. Wah, S. Branson, P. Welinder, P. Perona and S. Belongie, The Caltech-UCSD Birds-200-2011 Dataset, "
+        "Technical Report CNS-TR-2011-001, California Institute of Technology, 2011",
+        hub_dataset="bentrevett/caltech-ucsd-birds-200-2011",
+    ),
+    "nabirds": ArchiveFormat(
+        "NABirds",
+        read_nabirds,
+        ("train", "test"),
+        "https://dl.allaboutbirds.org/nabirds",
+        "G. Van Horn et al., Building a Bird Recognition App and Large Scale Dataset With Citizen Scientists: The Fine "
+        "Print in Fine-Grained Dataset Collection, CVPR 2015",
+    ),
+    "stanford_cars": ArchiveFormat(
+        "Stanford Cars",
+        read_stanford_cars,
+        ("train", "test"),
+        "https://ai.stanford.edu/~jkrause/cars/car_dataset.html",
+        "J. Krause, M. Stark, J. Deng and L. Fei-Fei, 3D Object Representations for Fine-Grained Categorization, "
+        "4th IEEE Workshop on 3D Representation and Recognition (3dRR-13), ICCV 2013",
+    ),
+    "fgvc_aircraft": ArchiveFormat(
+        "FGVC-Aircraft",
+        read_fgvc_aircraft,
+        ("train", "validation", "test"),
+        "https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/",
+        "S. Maji, E. Rahtu, J. Kannala, M. Blaschko and A. Vedaldi, Fine-Grained Visual Classification of Aircraft, "
+        "arXiv 1306.5151, 2013",
+        "annotation_level",
+        tuple(FGVC_AIRCRAFT_CLASS_FILES),
+    ),
+    "flowers102": ArchiveFormat(
+        "Oxford Flowers-102",
+        read_flowers102,
+        ("train", "validation", "test"),
+        "https://www.robots.ox.ac.uk/~vgg/data/flowers/102/",
+        "M.-E. Nilsback and A. Zisserman, Automated Flower Classification over a Large Number of Classes, ICVGIP 2008",
+    ),
+    "stanford_dogs": ArchiveFormat(
+        "Stanford Dogs",
+        read_stanford_dogs,
+        ("train", "test"),
+        "http://vision.stanford.edu/aditya86/ImageNetDogs/",
+        "A. Khosla, N. Jayadevaprakash, B. Yao and L. Fei-Fei, Novel Dataset for Fine-Grained Image Categorization, "
+        "First Workshop on Fine-Grained Visual Categorization (FGVC), CVPR 2011",
+    ),
+    "inaturalist": ArchiveFormat(
+        "iNaturalist",
+        read_inaturalist,
+        ("train", "test"),
+        "https://github.com/visipedia/inat_comp",
+        "G. Van Horn et al., The iNaturalist Species Classification and Detection Dataset, CVPR 2018; for the 2021 "
+        "version, G. Van Horn et al., Benchmarking Representation Learning for Natural World Image Collections, CVPR "
+        "2021",
+        "version",
+        tuple(INATURALIST_VERSIONS),
+        configured_name="{name} {configuration}",
+    ),
 }
 
 

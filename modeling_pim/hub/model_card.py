@@ -7,12 +7,16 @@ Training outputs read from the model folder, all optional (the card is valid wit
   `{eval,test}_accuracy`, `_top5_accuracy`, `_mean_per_class_accuracy` (the final head), `_num_samples`, and the
   per-head diagnostics `_layer{i}_accuracy` (and `_combiner_accuracy`, if present).
 - `training_recipe.json`: `{"model_args": {...}, "data_args": {...}, "training_args": {...}}` written by
-  `train_pim.py`. The dataset is `data_args["dataset"]` (`cub200`, `nabirds`, `folders`, `synthetic`, or `hub` with
-  the Hub id in `data_args["dataset_name"]`); the base model is `model_args["model_name_or_path"]` when training
-  started from a PIM checkpoint of the Hub, else the timm weights of the backbone.
+  `train_pim.py`. The dataset is `data_args["dataset"]` (an official archive of `modeling_pim.data.archives.ARCHIVES`,
+  `folders`, `synthetic`, or `hub` with the Hub id or local folder in `data_args["dataset_name"]`); the base model is
+  `model_args["model_name_or_path"]` when training started from a PIM checkpoint of the Hub, else the timm weights of
+  the backbone.
+- `data_report.json`: only its `source` is read, to name the archive's configuration that was loaded (the
+  FGVC-Aircraft annotation level, the iNaturalist version found in the folder); no local path is published.
 """
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,12 +26,19 @@ from typing import Any
 import timm
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from .. import PimConfig
+from ..data.archives import ARCHIVES
+
+
+logger = logging.getLogger(__name__)
 
 
 METRICS_FILES = {"test": "test_results.json", "eval": "eval_results.json"}
 RECIPE_FILE = "training_recipe.json"
+DATA_REPORT_FILE = "data_report.json"
 # Final-head metrics: key suffix → (model-index metric type, display name).
 FINAL_HEAD_METRICS = {
     "accuracy": ("accuracy", "Top-1 accuracy"),
@@ -36,14 +47,14 @@ FINAL_HEAD_METRICS = {
 }
 DIAGNOSTIC_METRIC = re.compile(r"^(layer\d+|combiner)_accuracy$")
 SPLIT_NAMES = {"test": "test", "eval": "validation"}
-# `--dataset` of train_pim.py → (display name, a Hub copy of the dataset for the card's `datasets` link or None).
-KNOWN_DATASETS = {
-    "cub200": ("CUB-200-2011", "bentrevett/caltech-ucsd-birds-200-2011"),
-    "nabirds": ("NABirds", None),
-    "folders": ("custom image folders", None),
-    "synthetic": ("the synthetic fine-grained demo set", None),
+# `--dataset` of train_pim.py other than the official archives (`ARCHIVES`, which name themselves) and `hub` →
+# (display name, model-index dataset type).
+OTHER_DATASETS = {
+    "folders": ("custom image folders", "imagefolder"),
+    "synthetic": ("the synthetic fine-grained demo set", "synthetic"),
 }
-UNKNOWN_DATASET = ("an unspecified dataset", None)
+LOCAL_DATASET = ("a local dataset", "local")
+UNKNOWN_DATASET = ("an unspecified dataset", "unknown")
 TRAINING_ARGS_SHOWN = (
     "num_train_epochs",
     "max_steps",
@@ -63,13 +74,22 @@ TRAINING_ARGS_SHOWN = (
 )
 # Arguments left out of the card: local paths and secrets mean nothing (or too much) to readers of the Hub.
 PRIVATE_ARGUMENT = re.compile(r"(^|_)(token|dir|path|file|cache|weights)(_|$)")
-# The paper's BibTeX entry, the one source of the citation: the README's "Citation" section must hold it verbatim
-# (tests/test_push_to_hub.py checks).
+# The papers' BibTeX entries, the one source of the citations: the README's "Citation" section must hold them verbatim
+# (tests/test_push_to_hub.py checks). HERBS is cited by its arXiv title and id: its authors' repository
+# (chou141253/FGVC-HERBS, readme.md at f3deb47) lists no author names to check an author list against.
 CITATION = """@article{chou2022novel,
   title   = {A Novel Plug-in Module for Fine-Grained Visual Classification},
   author  = {Chou, Po-Yung and Lin, Cheng-Hung and Kao, Wen-Chung},
   journal = {arXiv preprint arXiv:2202.03822},
   year    = {2022}
+}"""
+HERBS_CITATION = """@misc{herbs2023,
+  title         = {Fine-grained Visual Classification with High-temperature Refinement and Background Suppression},
+  eprint        = {2303.06442},
+  archivePrefix = {arXiv},
+  primaryClass  = {cs.CV},
+  year          = {2023},
+  url           = {https://arxiv.org/abs/2303.06442}
 }"""
 
 
@@ -79,10 +99,14 @@ class TrainingOutputs:
 
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    data_source: str | None = None  # the `source` of data_report.json, e.g. "iNaturalist 2021 at /data/inat"
 
 
 def read_training_outputs(model_dir: str | os.PathLike) -> TrainingOutputs:
-    """Reads `test_results.json`, `eval_results.json` and `training_recipe.json` of `model_dir` when present."""
+    """
+    Reads `test_results.json`, `eval_results.json`, `training_recipe.json` and the `source` of `data_report.json` of
+    `model_dir` when present.
+    """
     model_dir = Path(model_dir)
     outputs = TrainingOutputs()
     for split, filename in METRICS_FILES.items():
@@ -91,16 +115,95 @@ def read_training_outputs(model_dir: str | os.PathLike) -> TrainingOutputs:
             outputs.metrics[split] = json.loads(path.read_text(encoding="utf-8"))
     if (model_dir / RECIPE_FILE).is_file():
         outputs.recipe = json.loads((model_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    if (model_dir / DATA_REPORT_FILE).is_file():
+        outputs.data_source = json.loads((model_dir / DATA_REPORT_FILE).read_text(encoding="utf-8")).get("source")
     return outputs
 
 
-def describe_dataset(recipe: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
-    """`(display name, Hub dataset id or None)` of the training data named by the recipe's `data_args`."""
+@dataclass(frozen=True)
+class TrainingDataset:
+    """
+    The training data as the model card names it: never a local path.
+
+    Attributes:
+        name (`str`): shown in the card and as the model-index dataset name (e.g. `"FGVC-Aircraft (family)"`).
+        type (`str`): the model-index dataset type: the Hub id when the data is on the Hub, else an identifier
+            (the `--dataset` of an archive, `imagefolder`, `synthetic`, `local`, `unknown`).
+        hub_id (`str`, *optional*): the Hub dataset, listed in the card's `datasets` metadata.
+        config (`str`, *optional*): the configuration trained on (annotation level, version, Hub config).
+        homepage (`str`, *optional*): the official page of an archive.
+        reference (`str`, *optional*): the publication that describes an archive.
+    """
+
+    name: str
+    type: str
+    hub_id: str | None = None
+    config: str | None = None
+    homepage: str | None = None
+    reference: str | None = None
+
+    @property
+    def linked_name(self) -> str:
+        """The name as Markdown, linked to the official page of an archive, else to the Hub dataset, if any."""
+        if self.homepage is not None:
+            return f"[{self.name}]({self.homepage})"
+        if self.hub_id is not None:
+            return f"[`{self.name}`](https://huggingface.co/datasets/{self.hub_id})"
+        return self.name
+
+
+def is_hub_dataset_id(name: str) -> bool:
+    """Whether `--dataset_name` `name` is a Hub id (`user/name` or `name`), not a folder of this machine."""
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return not os.path.exists(name)
+
+
+def _archive_configuration(dataset: str, data_args: dict[str, Any], data_source: str | None) -> str | None:
+    """The configuration of archive `dataset` the run loaded: as given, else the one the data report names."""
+    archive = ARCHIVES[dataset]
+    configuration = data_args.get("dataset_config_name")
+    if configuration is None and data_source is not None:
+        configuration = next(
+            (name for name in archive.configurations if data_source.startswith(f"{archive.display_name(name)} at ")),
+            None,
+        )
+    return configuration
+
+
+def describe_dataset(recipe: dict[str, dict[str, Any]], data_source: str | None = None) -> TrainingDataset:
+    """
+    The training data named by the recipe's `data_args`: an official archive by its name, page and reference (with the
+    configuration given, else the one `data_source`, the data report's, names); a Hub dataset by its id; a local
+    folder given as `--dataset_name` as "a local dataset" (logged: its path is not published).
+    """
     data_args = recipe.get("data_args") or {}
     dataset = data_args.get("dataset")
-    if dataset == "hub" and data_args.get("dataset_name"):
-        return data_args["dataset_name"], data_args["dataset_name"]
-    return KNOWN_DATASETS.get(dataset, UNKNOWN_DATASET)
+    if dataset in ARCHIVES:
+        archive = ARCHIVES[dataset]
+        configuration = _archive_configuration(dataset, data_args, data_source)
+        return TrainingDataset(
+            archive.display_name(configuration),
+            archive.hub_dataset or dataset,
+            hub_id=archive.hub_dataset,
+            config=configuration,
+            homepage=archive.homepage,
+            reference=archive.reference,
+        )
+    dataset_name = data_args.get("dataset_name")
+    if dataset == "hub" and dataset_name:
+        if is_hub_dataset_id(dataset_name):
+            configuration = data_args.get("dataset_config_name")
+            return TrainingDataset(dataset_name, dataset_name, hub_id=dataset_name, config=configuration)
+        logger.warning(
+            "The model was trained on a local dataset (--dataset_name is a folder of this machine): the card says "
+            f"\"{LOCAL_DATASET[0]}\" and does not publish its path; upload the data to the Hub and train from its id "
+            "to link it."
+        )
+        return TrainingDataset(*LOCAL_DATASET)
+    return TrainingDataset(*OTHER_DATASETS.get(dataset, UNKNOWN_DATASET))
 
 
 def base_model_id(config: PimConfig, recipe: dict[str, dict[str, Any]]) -> str | None:
@@ -130,7 +233,7 @@ def split_metrics(metrics: dict[str, float], prefix: str) -> tuple[dict[str, flo
     return final, diagnostics
 
 
-def eval_results(outputs: TrainingOutputs, dataset_name: str, dataset_id: str | None) -> list[EvalResult]:
+def eval_results(outputs: TrainingOutputs, dataset: TrainingDataset) -> list[EvalResult]:
     """
     The model-index entries: the final head's metrics on the test split. Validation metrics stay out: the validation
     split chose the checkpoint, so they are not a result (the card's body shows them, labelled).
@@ -144,8 +247,9 @@ def eval_results(outputs: TrainingOutputs, dataset_name: str, dataset_id: str | 
                 EvalResult(
                     task_type="image-classification",
                     task_name="Fine-grained image classification",
-                    dataset_type=dataset_id or "imagefolder",
-                    dataset_name=dataset_name,
+                    dataset_type=dataset.type,
+                    dataset_name=dataset.name,
+                    dataset_config=dataset.config,
                     dataset_split=SPLIT_NAMES["test"],
                     metric_type=metric_type,
                     metric_name=display_name,
@@ -175,9 +279,12 @@ def recipe_section(recipe: dict[str, dict[str, Any]]) -> str:
             "No `training_recipe.json` was found next to the model; the architecture is fully described by "
             "`config.json`."
         )
+    data_args = dict(recipe.get("data_args") or {})
+    if data_args.get("dataset_name") and not is_hub_dataset_id(data_args["dataset_name"]):
+        del data_args["dataset_name"]  # a folder of the training machine (see `describe_dataset`)
     shown = {
         "model_args": _shown_arguments(recipe.get("model_args") or {}),
-        "data_args": _shown_arguments(recipe.get("data_args") or {}),
+        "data_args": _shown_arguments(data_args),
         "training_args": _shown_arguments(recipe.get("training_args") or {}, TRAINING_ARGS_SHOWN),
     }
     shown = {key: value for key, value in shown.items() if value}
@@ -311,6 +418,15 @@ def herbs_note(config: PimConfig) -> str:
     )
 
 
+def citation_section(config: PimConfig, dataset: TrainingDataset) -> str:
+    """The BibTeX of the method (PIM, and HERBS for a HERBS model), then the publication of an archive trained on."""
+    entries = [CITATION, HERBS_CITATION] if config.use_bottom_up_fpn else [CITATION]
+    text = "```bibtex\n" + "\n\n".join(entries) + "\n```"
+    if dataset.reference is not None:
+        text += f"\n\nThe training data, {dataset.linked_name}: {dataset.reference}."
+    return text
+
+
 def build_model_card(
     config: PimConfig,
     repo_id: str,
@@ -335,10 +451,10 @@ def build_model_card(
         space_id (`str`, *optional*): the demo Space, linked under "How to use".
     """
     outputs = outputs or TrainingOutputs()
-    dataset_name, dataset_id = describe_dataset(outputs.recipe)
+    dataset = describe_dataset(outputs.recipe, outputs.data_source)
     base_model = base_model_id(config, outputs.recipe)
     model_name = repo_id.split("/")[-1]
-    results = eval_results(outputs, dataset_name, dataset_id)
+    results = eval_results(outputs, dataset)
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
@@ -351,13 +467,13 @@ def build_model_card(
             config.backbone,
         ],
         base_model=base_model,
-        datasets=[dataset_id] if dataset_id else None,
+        datasets=[dataset.hub_id] if dataset.hub_id else None,
         metrics=["accuracy"],
         license=license_id,
         eval_results=results or None,
         widget=[{"example_title": "Example image", **widget}] if widget else None,
     )
-    trained_on = f"{dataset_name} ({config.num_labels} classes)"
+    trained_on = f"{dataset.linked_name} ({config.num_labels} classes)"
     base = f", starting from [`{base_model}`](https://huggingface.co/{base_model})" if base_model else ""
     body = f"""
 # {model_name}
@@ -386,19 +502,22 @@ discriminative tokens of each layer and a graph convolution combines them into t
 
 ## Citation
 
-```bibtex
-{CITATION}
-```
+{citation_section(config, dataset)}
 """
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
 
 
 __all__ = [
+    "CITATION",
+    "HERBS_CITATION",
+    "TrainingDataset",
     "TrainingOutputs",
     "base_model_id",
     "build_model_card",
+    "citation_section",
     "describe_dataset",
     "eval_results",
+    "is_hub_dataset_id",
     "metrics_section",
     "read_training_outputs",
     "recipe_section",
