@@ -398,3 +398,42 @@ def test_cli_converts_a_herbs_checkpoint(tmp_path, monkeypatch, capsys):
         torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     assert pim_convert.main([argv[0], "--method", "pim", *argv[3:6], str(tmp_path / "as_pim")]) == 2
     assert "pass --method herbs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["--backbone", "efficient"], "--backbone efficient cannot be converted: the original builds torchvision's"),
+        (["--backbone", "resnet50", "--method", "herbs"], "--method herbs --backbone resnet50: the HERBS code cannot"),
+        (["--backbone", "vit", "--method", "herbs"], "--method herbs --backbone vit: their ViT builder puts the class"),
+        (["--backbone", "efficient", "--method", "herbs"], "--method herbs --backbone efficient: the HERBS code cannot"),
+    ],
+)
+def test_cli_refuses_a_builder_that_never_converts_before_reading_the_checkpoint(
+    tmp_path, monkeypatch, capsys, arguments, error
+):
+    # A checkpoint that says nothing (no class count): the builder is refused first, not --num_classes asked for.
+    torch.save({"model": {"foo.weight": torch.zeros(3)}}, tmp_path / "wrongkeys.pt")
+    monkeypatch.setattr(convert, "load_original_checkpoint", lambda path: pytest.fail("the checkpoint was read"))
+    assert pim_convert.main([str(tmp_path / "wrongkeys.pt"), *arguments, "--output_dir", str(tmp_path / "out")]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith(f"pim-convert: error: {error}") and message.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, error",
+    [
+        (["--num_classes", "0"], "--num_classes must be at least 1, got 0."),
+        (["--image_size", "-384"], "--image_size must be at least 1, got -384."),
+        (["--fpn_size", "0"], "--fpn_size must be at least 1, got 0."),
+        (["--resize_size", "0"], "--resize_size must be at least 1, got 0."),
+        (["--num_selects", "32", "0", "8", "4"], "--num_selects must be at least 1 token per layer, got 32 0 8 4."),
+    ],
+)
+def test_cli_refuses_sizes_below_one(tmp_path, capsys, arguments, error):
+    torch.save({"model": {"foo.weight": torch.zeros(3)}}, tmp_path / "wrongkeys.pt")
+    argv = [str(tmp_path / "wrongkeys.pt"), "--backbone", "resnet50", "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exit_info:
+        pim_convert.main([*argv, *arguments])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.endswith(f"pim-convert: error: {error}\n")

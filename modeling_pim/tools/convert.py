@@ -131,22 +131,48 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def original_recipe(
-    backbone_name: str,
-    num_classes: int,
-    image_size: int | None = None,
-    fpn_size: int | None = None,
-    num_selects: list[int] | None = None,
-    method: str = "pim",
-    **overrides,
-) -> PimConfig:
+# The models of the original builders (`backbone_name` → `PimConfig` fields), before the checkpoint's shapes say more.
+_BUILDER_RECIPES = {
+    "swin-t": {
+        "backbone": "swin_large_patch4_window12_384",
+        "feature_taps": "paper",
+        "image_size": 384,
+        "fpn_size": 1536,
+        "proj_type": "Linear",
+        "upsample_type": "Conv",
+        "num_selects": [2048, 512, 128, 32],
+    },
+    "resnet50": {
+        "backbone": "resnet50",
+        "out_indices": [-4, -3, -2, -1],  # layer1..layer4 (timm features 1..4)
+        "image_size": 448,
+        "fpn_size": 512,
+        "proj_type": "Conv",
+        "upsample_type": "Bilinear",
+        "num_selects": [32, 32, 32, 32],
+    },
+    "vit": {
+        "backbone": "vit_base_patch16_224_miil",  # their vit_base_patch16_224_miil_in21k: no qkv bias
+        "out_indices": [-4, -3, -2, -1],  # blocks 8..11
+        "image_size": 448,
+        "fpn_size": 512,
+        "proj_type": "Linear",
+        "upsample_type": "Conv",
+        "num_selects": [32, 32, 32, 32],
+    },
+}
+
+
+def check_builder(backbone_name: str, method: str | None = None) -> None:
     """
-    The [`PimConfig`] of the model one of the original `models/builder.py` builders makes (`backbone_name` as their
-    `model_name`: "swin-t", "resnet50", "vit"), with their defaults (and `configs/CUB200_SwinT.yaml` for "swin-t")
-    unless `image_size`, `fpn_size` or `num_selects` say otherwise; `method="herbs"`: the same builder in the HERBS
-    repository with its `configs/config.yaml`. `overrides` go to `PimConfig` as they are.
+    Refuses, from the arguments alone (before any checkpoint is read), a builder that can never be converted: an
+    unknown one, `efficient`, and HERBS (`method="herbs"`) from a builder other than `swin-t`. `method=None` (to be
+    read from the checkpoint) checks the builder only.
+
+    Raises:
+        [`ConversionError`]: the reason, and what to do instead.
     """
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise ConversionError(f"--method must be one of {METHODS}, got {method!r}.")
     if method == "herbs" and backbone_name in ("resnet50", "efficient"):
         raise ConversionError(
@@ -169,40 +195,30 @@ def original_recipe(
             "not compute what the original computed. Fine-tune a timm EfficientNet PIM instead (backbone="
             "'efficientnet_b7' or 'tf_efficientnet_b7')."
         )
-    recipes = {
-        "swin-t": {
-            "backbone": "swin_large_patch4_window12_384",
-            "feature_taps": "paper",
-            "image_size": 384,
-            "fpn_size": 1536,
-            "proj_type": "Linear",
-            "upsample_type": "Conv",
-            "num_selects": [2048, 512, 128, 32],
-        },
-        "resnet50": {
-            "backbone": "resnet50",
-            "out_indices": [-4, -3, -2, -1],  # layer1..layer4 (timm features 1..4)
-            "image_size": 448,
-            "fpn_size": 512,
-            "proj_type": "Conv",
-            "upsample_type": "Bilinear",
-            "num_selects": [32, 32, 32, 32],
-        },
-        "vit": {
-            "backbone": "vit_base_patch16_224_miil",  # their vit_base_patch16_224_miil_in21k: no qkv bias
-            "out_indices": [-4, -3, -2, -1],  # blocks 8..11
-            "image_size": 448,
-            "fpn_size": 512,
-            "proj_type": "Linear",
-            "upsample_type": "Conv",
-            "num_selects": [32, 32, 32, 32],
-        },
-    }
-    if backbone_name not in recipes:
+    if backbone_name not in _BUILDER_RECIPES:
         raise ConversionError(
-            f"--backbone {backbone_name!r} is not a builder of the original code: use one of {', '.join(recipes)}."
+            f"--backbone {backbone_name!r} is not a builder of the original code: use one of "
+            f"{', '.join(_BUILDER_RECIPES)}."
         )
-    kwargs = dict(recipes[backbone_name])
+
+
+def original_recipe(
+    backbone_name: str,
+    num_classes: int,
+    image_size: int | None = None,
+    fpn_size: int | None = None,
+    num_selects: list[int] | None = None,
+    method: str = "pim",
+    **overrides,
+) -> PimConfig:
+    """
+    The [`PimConfig`] of the model one of the original `models/builder.py` builders makes (`backbone_name` as their
+    `model_name`: "swin-t", "resnet50", "vit"), with their defaults (and `configs/CUB200_SwinT.yaml` for "swin-t")
+    unless `image_size`, `fpn_size` or `num_selects` say otherwise; `method="herbs"`: the same builder in the HERBS
+    repository with its `configs/config.yaml`. `overrides` go to `PimConfig` as they are.
+    """
+    check_builder(backbone_name, method)
+    kwargs = dict(_BUILDER_RECIPES[backbone_name])
     if method == "herbs" and backbone_name == "swin-t":
         kwargs["num_selects"] = [256, 128, 64, 32]  # their configs/config.yaml
     if image_size is not None:
@@ -522,8 +538,10 @@ def convert_checkpoint(
 ) -> ConversionReport:
     """
     Converts `checkpoint_path` and saves the model and its image processor in `output_dir`. `method` ("pim" or
-    "herbs") is read from the checkpoint when not given.
+    "herbs") is read from the checkpoint when not given. A builder that can never be converted is refused before the
+    checkpoint is read ([`check_builder`]).
     """
+    check_builder(backbone_name, method)
     original = load_original_checkpoint(checkpoint_path)
     config = config_for_checkpoint(backbone_name, original, num_classes, image_size, fpn_size, num_selects, method)
     if class_names is not None:
@@ -545,6 +563,7 @@ def convert_checkpoint(
 __all__ = [
     "ConversionError",
     "ConversionReport",
+    "check_builder",
     "config_for_checkpoint",
     "convert_checkpoint",
     "convert_state_dict",

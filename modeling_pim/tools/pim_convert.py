@@ -51,8 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The arguments, with the sizes checked (a 0 would silently mean "read from the checkpoint")."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in ("num_classes", "image_size", "fpn_size", "resize_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
+    if args.num_selects is not None and min(args.num_selects) < 1:
+        parser.error(f"--num_selects must be at least 1 token per layer, got {' '.join(map(str, args.num_selects))}.")
+    return args
+
+
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     if not Path(args.checkpoint).is_file():
         raise UserInputError(
             f"Checkpoint {args.checkpoint!r} does not exist or is not a file: give the original best.pt."
