@@ -15,6 +15,7 @@ from typing import Any
 # Public name → the remote-code module that defines it.
 _MODULE_OF = {
     "PimConfig": "configuration_pim",
+    "PimConfigError": "configuration_pim",
     "PimImageProcessor": "image_processing_pim",
     "PimForImageClassification": "modeling_pim",
     "PimImageClassifierOutput": "modeling_pim",

@@ -49,6 +49,18 @@ def _type_name(annotation: Any) -> str:
     return annotation.__name__
 
 
+class PimConfigError(ValueError):
+    """
+    A value of [`PimConfig`] that the configuration or the model built from it cannot use (a field of the wrong type,
+    `num_selects` not matching the backbone's layers, more selected tokens than a layer has, ...). `fields` names the
+    fields at fault, so that a command line can name the flags they came from.
+    """
+
+    def __init__(self, message: str, fields: Sequence[str] = ()):
+        super().__init__(message)
+        self.fields = tuple(fields)
+
+
 class PimConfig(PretrainedConfig):
     r"""
     Configuration of a [`PimForImageClassification`]: a timm backbone whose multi-scale features go through a feature
@@ -141,7 +153,9 @@ class PimConfig(PretrainedConfig):
             `T` is halved every this many epochs: `T = refinement_temperature * 0.5 ** (epoch // this)`, epoch counted
             from 0. The trainer sets the epoch ([`PimForImageClassification.set_refinement_epoch`]).
 
-    The usual `num_labels`, `id2label` and `label2id` are inherited from [`PretrainedConfig`].
+    The usual `num_labels`, `id2label` and `label2id` are inherited from [`PretrainedConfig`]. A value of the wrong type
+    or out of range raises [`PimConfigError`] (a `ValueError`) naming the fields; so does the model for values that
+    only the backbone can check (e.g. more selected tokens than a layer has).
 
     Example:
 
@@ -208,83 +222,99 @@ class PimConfig(PretrainedConfig):
 
     def _check_types(self) -> None:
         """
-        Raises a `ValueError` naming the field, its value and the type it must have when a field of this class has
-        another type (a hand-edited `config.json`, a recipe), before any other check could fail on it obscurely.
+        Raises a [`PimConfigError`] naming the field, its value and the type it must have when a field of this class
+        has another type (a hand-edited `config.json`, a recipe), before any other check could fail on it obscurely.
         """
         for name, annotation in PimConfig.__annotations__.items():
             value = getattr(self, name)
             if not _has_type(value, annotation):
-                raise ValueError(
-                    f"`{name}` must be {_type_name(annotation)}, got {value!r} ({type(value).__name__})."
+                raise PimConfigError(
+                    f"`{name}` must be {_type_name(annotation)}, got {value!r} ({type(value).__name__}).", [name]
                 )
 
     def _validate(self) -> None:
         """Checks what can be checked without building the backbone (the rest is checked by the model)."""
         if not isinstance(self.backbone, str) or not self.backbone:
-            raise ValueError(f"`backbone` must be a timm model name, got {self.backbone!r}.")
-        if self.feature_taps not in FEATURE_TAPS:
-            raise ValueError(f"`feature_taps` must be one of {FEATURE_TAPS}, got {self.feature_taps!r}.")
+            raise PimConfigError(f"`backbone` must be a timm model name, got {self.backbone!r}.", ["backbone"])
+        for name, allowed in (
+            ("feature_taps", FEATURE_TAPS),
+            ("proj_type", PROJECTION_TYPES),
+            ("upsample_type", UPSAMPLE_TYPES),
+            ("selection_rule", SELECTION_RULES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise PimConfigError(f"`{name}` must be one of {allowed}, got {getattr(self, name)!r}.", [name])
         if self.feature_taps == "paper" and self.out_indices != [-4, -3, -2, -1]:
-            raise ValueError(
+            raise PimConfigError(
                 f"`out_indices`={self.out_indices} cannot be combined with feature_taps='paper', which always taps the "
-                "4 Swin stages; use feature_taps='stages' to choose stages."
+                "4 Swin stages; use feature_taps='stages' to choose stages.",
+                ["out_indices", "feature_taps"],
             )
         if not self.out_indices:
-            raise ValueError("`out_indices` must name at least one backbone stage.")
-        if self.proj_type not in PROJECTION_TYPES:
-            raise ValueError(f"`proj_type` must be one of {PROJECTION_TYPES}, got {self.proj_type!r}.")
-        if self.upsample_type not in UPSAMPLE_TYPES:
-            raise ValueError(f"`upsample_type` must be one of {UPSAMPLE_TYPES}, got {self.upsample_type!r}.")
-        if self.image_size <= 0:
-            raise ValueError(f"`image_size` must be positive, got {self.image_size}.")
-        for name in ("fpn_size", "comb_proj_size", "tokens_per_graph_node"):
+            raise PimConfigError("`out_indices` must name at least one backbone stage.", ["out_indices"])
+        for name in ("image_size", "fpn_size", "comb_proj_size", "tokens_per_graph_node"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive, got {getattr(self, name)}.")
+                raise PimConfigError(f"`{name}` must be positive, got {getattr(self, name)}.", [name])
+        for name in ("lambda_b", "lambda_s", "lambda_n", "lambda_c", "lambda_b0"):
+            if getattr(self, name) < 0:
+                raise PimConfigError(f"`{name}` must be 0 or more (a loss weight), got {getattr(self, name)}.", [name])
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(
-                f"`label_smoothing` must be in [0, 1) (0: no smoothing, 0.1 is common), got {self.label_smoothing}."
+            raise PimConfigError(
+                f"`label_smoothing` must be in [0, 1) (0: no smoothing, 0.1 is common), got {self.label_smoothing}.",
+                ["label_smoothing"],
+            )
+        if not 0 <= self.combiner_dropout < 1:
+            raise PimConfigError(
+                f"`combiner_dropout` is a probability in [0, 1), got {self.combiner_dropout}.", ["combiner_dropout"]
             )
         if self.use_combiner and not self.use_selection:
-            raise ValueError(
-                "`use_combiner=True` needs the selector: set `use_selection=True` or `use_combiner=False`."
+            raise PimConfigError(
+                "`use_combiner=True` needs the selector: set `use_selection=True` or `use_combiner=False`.",
+                ["use_combiner", "use_selection"],
             )
         if self.use_selection:
             if len(self.num_selects) != len(self.out_indices):
-                raise ValueError(
+                raise PimConfigError(
                     f"`num_selects` has {len(self.num_selects)} entries but the backbone gives "
-                    f"{len(self.out_indices)} layers: give one number of selected tokens per layer."
+                    f"{len(self.out_indices)} layers: give one number of selected tokens per layer.",
+                    ["num_selects", "out_indices"],
                 )
             if any(count <= 0 for count in self.num_selects):
-                raise ValueError(f"Every entry of `num_selects` must be positive, got {self.num_selects}.")
+                raise PimConfigError(
+                    f"Every entry of `num_selects` must be positive, got {self.num_selects}.", ["num_selects"]
+                )
         self._validate_herbs()
         if self.use_combiner and sum(self.num_selects) < self.tokens_per_graph_node:
-            raise ValueError(
+            raise PimConfigError(
                 f"The combiner pools sum(num_selects)={sum(self.num_selects)} tokens into graph nodes of "
                 f"tokens_per_graph_node={self.tokens_per_graph_node}: select more tokens or lower "
-                "`tokens_per_graph_node`."
+                "`tokens_per_graph_node`.",
+                ["num_selects", "tokens_per_graph_node"],
             )
 
     def _validate_herbs(self) -> None:
-        if self.selection_rule not in SELECTION_RULES:
-            raise ValueError(f"`selection_rule` must be one of {SELECTION_RULES}, got {self.selection_rule!r}.")
         if self.use_bottom_up_fpn and not self.use_fpn:
-            raise ValueError(
-                "`use_bottom_up_fpn=True` adds a bottom-up pass over the top-down feature pyramid: set `use_fpn=True`."
+            raise PimConfigError(
+                "`use_bottom_up_fpn=True` adds a bottom-up pass over the top-down feature pyramid: set `use_fpn=True`.",
+                ["use_bottom_up_fpn", "use_fpn"],
             )
-        if self.lambda_b0 < 0:
-            raise ValueError(f"`lambda_b0` must be 0 or more, got {self.lambda_b0}.")
         if self.lambda_b0 and not self.use_bottom_up_fpn:
-            raise ValueError(
+            raise PimConfigError(
                 f"`lambda_b0`={self.lambda_b0} weights the refinement of the top-down pyramid by the bottom-up one: "
-                "set `use_bottom_up_fpn=True`, or `lambda_b0=0`."
+                "set `use_bottom_up_fpn=True`, or `lambda_b0=0`.",
+                ["lambda_b0", "use_bottom_up_fpn"],
             )
         if self.refinement_temperature <= 0:
-            raise ValueError(f"`refinement_temperature` must be positive, got {self.refinement_temperature}.")
+            raise PimConfigError(
+                f"`refinement_temperature` must be positive, got {self.refinement_temperature}.",
+                ["refinement_temperature"],
+            )
         if self.refinement_temperature_halving_epochs <= 0:
-            raise ValueError(
+            raise PimConfigError(
                 "`refinement_temperature_halving_epochs` must be a positive number of epochs, got "
-                f"{self.refinement_temperature_halving_epochs}."
+                f"{self.refinement_temperature_halving_epochs}.",
+                ["refinement_temperature_halving_epochs"],
             )
 
 
-__all__ = ["PimConfig"]
+__all__ = ["PimConfig", "PimConfigError"]

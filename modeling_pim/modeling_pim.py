@@ -43,7 +43,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput, can_return_tuple
 
-from .configuration_pim import PimConfig
+from .configuration_pim import PimConfig, PimConfigError
 
 
 @dataclass
@@ -188,9 +188,10 @@ class TimmFeatureBackbone(nn.Module):
         self.model = self.create_timm_model(config, pretrained=False)
         if self.feature_taps == "paper":
             if not _is_swin(self.model):
-                raise ValueError(
+                raise PimConfigError(
                     f"feature_taps='paper' taps the 4 stages of a Swin Transformer after their patch merging, but "
-                    f"backbone={config.backbone!r} is not a timm Swin model: use feature_taps='stages'."
+                    f"backbone={config.backbone!r} is not a timm Swin model: use feature_taps='stages'.",
+                    ["feature_taps", "backbone"],
                 )
             stage_info = self.model.feature_info
             taps = [stage_info[1], stage_info[2], stage_info[3], stage_info[3]]
@@ -203,10 +204,11 @@ class TimmFeatureBackbone(nn.Module):
             self.channels_last = str(getattr(self.model, "output_fmt", "NCHW")).endswith("NHWC")
         stride = max(self.reductions)
         if config.image_size % stride:
-            raise ValueError(
+            raise PimConfigError(
                 f"image_size={config.image_size} is not a multiple of the largest stride ({stride}) of the "
                 f"{config.backbone!r} layers PIM taps: use a multiple of {stride}, e.g. "
-                f"{max(stride, round(config.image_size / stride) * stride)}."
+                f"{max(stride, round(config.image_size / stride) * stride)}.",
+                ["image_size"],
             )
         self.grid_sizes = [config.image_size // reduction for reduction in self.reductions]
         self.token_counts = [side * side for side in self.grid_sizes]
@@ -215,24 +217,29 @@ class TimmFeatureBackbone(nn.Module):
     def create_timm_model(config: PimConfig, pretrained: bool, **pretrained_kwargs) -> nn.Module:
         """Creates the timm model of `config` (`features_only` unless the paper's Swin taps are asked for)."""
         if not timm.is_model(config.backbone):
-            raise ValueError(
+            raise PimConfigError(
                 f"backbone={config.backbone!r} is not a timm model name: see `timm.list_models()` "
-                "(e.g. 'resnet50', 'vit_base_patch16_224', 'swin_large_patch4_window12_384')."
+                "(e.g. 'resnet50', 'vit_base_patch16_224', 'swin_large_patch4_window12_384').",
+                ["backbone"],
             )
         kwargs = dict(config.backbone_kwargs)
         pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
         if pretrained_cfg is not None and pretrained_cfg.fixed_input_size:
             kwargs.setdefault("img_size", config.image_size)
         if config.feature_taps == "paper":
-            return timm.create_model(config.backbone, pretrained=pretrained, num_classes=0, **kwargs, **pretrained_kwargs)
-        return timm.create_model(
-            config.backbone,
-            pretrained=pretrained,
-            features_only=True,
-            out_indices=tuple(config.out_indices),
-            **kwargs,
-            **pretrained_kwargs,
-        )
+            kwargs["num_classes"] = 0
+        else:
+            kwargs.update(features_only=True, out_indices=tuple(config.out_indices))
+        try:
+            return timm.create_model(config.backbone, pretrained=pretrained, **kwargs, **pretrained_kwargs)
+        except TypeError as error:  # timm's model classes refuse an unknown keyword, or a value of the wrong type
+            if not config.backbone_kwargs:
+                raise
+            raise PimConfigError(
+                f"backbone_kwargs={config.backbone_kwargs} are not arguments {config.backbone!r} accepts ({error}): "
+                "see the timm model's class for its arguments.",
+                ["backbone_kwargs"],
+            ) from error
 
     def set_grad_checkpointing(self, enable: bool) -> None:
         self.model.set_grad_checkpointing(enable)
@@ -431,7 +438,10 @@ class GraphCombiner(nn.Module):
     def __init__(self, num_tokens: int, hidden_size: int, config: PimConfig, layer_channels: list[int] | None):
         super().__init__()
         if hidden_size < 4:
-            raise ValueError(f"The combiner needs at least 4 channels (fpn_size or comb_proj_size), got {hidden_size}.")
+            raise PimConfigError(
+                f"The combiner needs at least 4 channels (fpn_size or comb_proj_size), got {hidden_size}.",
+                ["fpn_size" if config.use_fpn else "comb_proj_size"],
+            )
         num_nodes = num_tokens // config.tokens_per_graph_node
         self.projections = None
         if layer_channels is not None:
@@ -606,10 +616,11 @@ class PimModel(PimPreTrainedModel):
         if config.use_selection:
             for layer, (num_tokens, num_select) in enumerate(zip(self.backbone.token_counts, config.num_selects)):
                 if num_select > num_tokens:
-                    raise ValueError(
+                    raise PimConfigError(
                         f"num_selects[{layer}]={num_select} but layer {layer} of {config.backbone!r} has only "
                         f"{num_tokens} tokens at image_size={config.image_size} ({self.backbone.grid_sizes[layer]}²): "
-                        "select at most that many tokens."
+                        "select at most that many tokens.",
+                        ["num_selects", "image_size"],
                     )
 
         self.feature_pyramid = None

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
 
-from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from modeling_pim import PimConfig, PimConfigError, PimForImageClassification, PimImageProcessor
 from modeling_pim.modeling_pim import WeaklySupervisedSelector
 
 
@@ -380,22 +380,27 @@ def test_image_processor_is_registered_and_does_the_paper_eval_transform(tmp_pat
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "message", "fields"),
     [
-        ({"use_selection": False, "use_combiner": True}, "needs the selector"),
-        ({"num_selects": [16, 8, 4]}, "one number of selected tokens per layer"),
-        ({"num_selects": [16, 8, 4, 5]}, r"num_selects\[3\]=5 but layer 3 .* has only 4 tokens"),
-        ({"upsample_type": "Nearest"}, "upsample_type"),
-        ({"proj_type": "MLP"}, "proj_type"),
-        ({"backbone": "not_a_timm_model"}, "not a timm model name"),
-        ({"image_size": 72}, "not a multiple of the largest stride"),
-        ({"tokens_per_graph_node": 64}, "tokens_per_graph_node"),
-        ({"feature_taps": "hooks"}, "feature_taps"),
+        ({"use_selection": False, "use_combiner": True}, "needs the selector", ("use_combiner", "use_selection")),
+        ({"num_selects": [16, 8, 4]}, "one number of selected tokens per layer", ("num_selects", "out_indices")),
+        ({"num_selects": [16, 8, 4, 5]}, r"num_selects\[3\]=5 but layer 3 .* has only 4 tokens",
+         ("num_selects", "image_size")),
+        ({"upsample_type": "Nearest"}, "upsample_type", ("upsample_type",)),
+        ({"proj_type": "MLP"}, "proj_type", ("proj_type",)),
+        ({"backbone": "not_a_timm_model"}, "not a timm model name", ("backbone",)),
+        ({"image_size": 72}, "not a multiple of the largest stride", ("image_size",)),
+        ({"tokens_per_graph_node": 64}, "tokens_per_graph_node", ("num_selects", "tokens_per_graph_node")),
+        ({"feature_taps": "hooks"}, "feature_taps", ("feature_taps",)),
+        ({"lambda_s": -1.0}, r"`lambda_s` must be 0 or more \(a loss weight\), got -1.0", ("lambda_s",)),
+        ({"combiner_dropout": 1.0}, r"`combiner_dropout` is a probability in \[0, 1\), got 1.0", ("combiner_dropout",)),
+        ({"backbone_kwargs": {"no_such_argument": 1}}, "are not arguments 'test_resnet' accepts", ("backbone_kwargs",)),
     ],
-)
-def test_invalid_configurations_raise_clear_errors(overrides, message):
-    with pytest.raises(ValueError, match=message):
+)  # fmt: skip
+def test_invalid_configurations_raise_clear_errors_naming_the_fields(overrides, message, fields):
+    with pytest.raises(PimConfigError, match=message) as error:
         tiny_model("test_resnet", **overrides)
+    assert isinstance(error.value, ValueError) and error.value.fields == fields
 
 
 @pytest.mark.parametrize(
