@@ -13,7 +13,8 @@ upload always holds what `save_pretrained` writes (`model.safetensors`, `config.
   image of the repository with the model's own answer ([`modeling_pim.hub.widget`]): `--widget_image`, else the
   first test image the training run recorded (`test_example.<ext>`), staged as `widget_example.<ext>`;
 - `handler.py` and `requirements.txt` for Inference Endpoints ([`modeling_pim.hub.handler`]);
-- the training run's `eval_results.json` / `test_results.json` when present.
+- the training run's `eval_results.json` / `test_results.json` when present; results (or a test example) written
+  before the model (a previous model's, left in the same folder) are refused.
 
 `--space_id` also stages a Gradio Space ([`modeling_pim.hub.staging.stage_space`]): `app.py`, the package modules it
 imports, `requirements.txt`, a README linking the model, and the example image. `--dry_run` writes the model
@@ -61,11 +62,22 @@ def stage_model(
     from modeling_pim import PimForImageClassification, PimImageProcessor
     from modeling_pim.hub.model_card import METRICS_FILES, build_model_card, read_training_outputs
     from modeling_pim.hub.widget import find_test_example, stage_widget_image, widget_output
+    from modeling_pim.training.run_folder import RESULT_AGE_TOLERANCE_SECONDS, results_older_than_model
 
     if not (model_dir / "config.json").is_file():
         raise PushError(
             f"--model_dir {str(model_dir)!r} has no config.json: give the output_dir of train_pim.py or a folder "
             "written by `model.save_pretrained`."
+        )
+    stale = results_older_than_model(model_dir)
+    if stale:
+        names = ", ".join(path.name for path in stale)
+        raise PushError(
+            f"--model_dir {str(model_dir)!r}: {names}, written more than {RESULT_AGE_TOLERANCE_SECONDS:g} s before "
+            "its model.safetensors, describe a previous model (e.g. of an earlier run in the same --output_dir), and "
+            "the card would publish them as this model's. Evaluate this model again (python train_pim.py ... "
+            f"--do_train false --model_name_or_path {model_dir} --output_dir {model_dir}, with the data flags of its "
+            "training), or remove those files; if they are this model's (a copied folder), `touch` them."
         )
     example, origin = (widget_image, "--widget_image") if widget_image else (find_test_example(model_dir), "")
     widget_file = None

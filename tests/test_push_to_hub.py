@@ -9,6 +9,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -543,3 +544,24 @@ def test_base_model_is_the_starting_checkpoint_or_the_timm_weights(config, tmp_p
     assert base_model_id(config, {"model_args": {"model_name_or_path": str(tmp_path)}}) is None
     scratch = PimConfig(**{**config.to_dict(), "backbone_pretrained": False})
     assert base_model_id(scratch, {}) is None
+
+
+def test_results_written_before_the_model_are_refused(push_to_hub, training_output, tmp_path, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(training_output, model_dir)  # keeps the modification times
+    saved = (model_dir / "model.safetensors").stat().st_mtime
+    os.utime(model_dir / "test_results.json", (saved - 3600, saved - 3600))  # a previous run's, an hour older
+    os.utime(model_dir / "test_example.png", (saved - 61, saved - 61))
+    os.utime(model_dir / "eval_results.json", (saved - 59, saved - 59))  # within the tolerance of a copy
+    args = ["--model_dir", str(model_dir), "--repo_id", "a/b", "--dry_run", "--local_dir", str(tmp_path / "out")]
+
+    assert push_to_hub.main(args) == 2
+
+    assert capsys.readouterr().err == (
+        f"push_to_hub.py: error: --model_dir {str(model_dir)!r}: test_example.png, test_results.json, written more "
+        "than 60 s before its model.safetensors, describe a previous model (e.g. of an earlier run in the same "
+        "--output_dir), and the card would publish them as this model's. Evaluate this model again (python "
+        f"train_pim.py ... --do_train false --model_name_or_path {model_dir} --output_dir {model_dir}, with the data "
+        "flags of its training), or remove those files; if they are this model's (a copied folder), `touch` them.\n"
+    )
+    assert not any((tmp_path / "out").iterdir())  # nothing staged
