@@ -9,8 +9,19 @@ import torch
 from transformers import AutoModelForImageClassification
 
 from fgvc_trees import make_nabirds_tree
-from modeling_pim.training.transfer import class_dependent_keys, load_for_labels
-from test_modeling_pim import MODULE_SWITCHES, images, tiny_model
+from modeling_pim import PimConfig
+from modeling_pim.training.transfer import (
+    ARCHITECTURE_FIELDS,
+    SIZE_FIELDS,
+    TRAINING_FIELDS,
+    UNUSED_FIELDS,
+    class_dependent_keys,
+    differing_fields,
+    fine_tuning_config,
+    load_for_labels,
+    with_labels,
+)
+from test_modeling_pim import MODULE_SWITCHES, images, tiny_config, tiny_model
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +94,40 @@ def test_train_pim_fine_tunes_a_model_on_other_classes(tmp_path, caplog):
     assert "re-initialised the 10 that depend on the classes" in caplog.text
     model = AutoModelForImageClassification.from_pretrained(output_dir)
     assert model.config.num_labels == 3 and "Mallard (Male)" in model.config.label2id
+
+
+def test_every_config_field_has_one_rule_for_a_run_from_a_checkpoint():
+    rules = [*TRAINING_FIELDS, *ARCHITECTURE_FIELDS, *SIZE_FIELDS, *UNUSED_FIELDS]
+    assert sorted(rules) == sorted(PimConfig.__annotations__)
+
+
+@pytest.mark.parametrize(
+    ("family", "values", "applied", "conflicts"),
+    [
+        ("test_resnet", {"image_size": 96, "lambda_b": 2.0}, {"image_size": 96, "lambda_b": 2.0}, {}),  # bilinear CNN
+        ("test_vit", {"image_size": 96}, {"image_size": 96}, {"image_size": 64}),  # position embeddings, Conv1d
+        ("test_resnet", {"comb_proj_size": 99}, {"comb_proj_size": 99}, {}),  # not used with the feature pyramid
+        ("test_resnet", {"fpn_size": 32, "image_size": 96}, {"fpn_size": 32, "image_size": 96}, {"fpn_size": 16}),
+        ("test_resnet", {"proj_type": "Linear", "fpn_size": 32}, {"proj_type": "Linear", "fpn_size": 32},
+         {"proj_type": "Conv"}),
+        ("test_resnet", {"backbone_kwargs": {"drop_path_rate": 0.1}}, {"backbone_kwargs": {"drop_path_rate": 0.1}},
+         {}),
+        ("test_resnet", {"fpn_size": 16, "backbone_pretrained": True, "lambda_n": 5.0}, {}, {}),  # the checkpoint's
+    ],
+)  # fmt: skip
+def test_a_run_from_a_checkpoint_takes_the_values_that_keep_its_tensors(family, values, applied, conflicts):
+    checkpoint = tiny_config(family, backbone_pretrained=False)
+    result = fine_tuning_config(checkpoint, values)
+    assert (result.applied, result.conflicts) == (applied, conflicts)
+    assert result.unused == ({"backbone_pretrained": True} if "backbone_pretrained" in values else {})
+    if not conflicts:
+        assert {name: getattr(result.config, name) for name in applied} == applied
+        assert result.config.id2label == checkpoint.id2label
+
+
+def test_a_checkpoint_of_another_run_differs_in_its_fields_not_in_its_classes():
+    saved = tiny_config("test_resnet")
+    assert differing_fields(saved, with_labels(saved, {0: "other"})) == {}
+    assert differing_fields(saved, tiny_config("test_resnet", lambda_b=1.0, backbone_pretrained=False)) == {
+        "lambda_b": (0.5, 1.0)
+    }
