@@ -40,15 +40,17 @@ from typing import Any
 
 import pyarrow.compute
 import timm
+import torch
 import transformers
 import yaml
 from datasets import concatenate_datasets
 from huggingface_hub.errors import LocalEntryNotFoundError
-from transformers import HfArgumentParser, TrainingArguments, set_seed
+from transformers import HfArgumentParser, PretrainedConfig, set_seed
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
-from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from modeling_pim import PimConfig, PimConfigError, PimForImageClassification, PimImageProcessor
 from modeling_pim.data.archives import ARCHIVES
 from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
@@ -73,8 +75,23 @@ from modeling_pim.data.transforms import (
     with_image_transform,
 )
 from modeling_pim.hub.widget import save_test_example
-from modeling_pim.training.trainer import PimTrainer, build_compute_metrics, check_training_arguments, stack_heads
-from modeling_pim.training.transfer import load_for_labels
+from modeling_pim.training.run_folder import (
+    DATA_REPORT_FILENAME,
+    TEST_PREDICTIONS_FILENAME,
+    checkpoint_folders,
+    evaluation_files,
+    previous_run_files,
+    remove_paths,
+)
+from modeling_pim.training.trainer import (
+    PimTrainer,
+    PimTrainingArguments,
+    build_compute_metrics,
+    check_training_arguments,
+    stack_heads,
+)
+from modeling_pim.training.transfer import differing_fields, fine_tuning_config, load_for_labels, with_labels
+from modeling_pim.utils.model_location import check_model_location, model_loading_error
 
 
 logger = logging.getLogger(__name__)
@@ -89,18 +106,19 @@ DATA_SOURCE_FLAGS = {
     "hub": ("dataset_name", "dataset_config_name", "image_column_name", "label_column_name"),
     "synthetic": ("synthetic_num_classes", "synthetic_train_per_class", "synthetic_dir"),
 }
+# A flag given one of these values on the command line is unset (its default), as `key: null` in a recipe.
+UNSET_VALUES = ("", "null", "none")
 # The two ways to get validation data: given on the command line, either replaces the recipe's other one.
 VALIDATION_SOURCE_FLAGS = ("validation_dir", "validation_split_percentage")
-DATA_REPORT_FILENAME = "data_report.json"
-TEST_PREDICTIONS_FILENAME = "test_predictions.csv"
 
 USAGE = "train_pim.py [RECIPE.yaml] [--flag VALUE ...]"
 DESCRIPTION = """\
 Train PIM (Chou et al., arXiv 2202.03822) with transformers.Trainer.
 
 RECIPE.yaml (optional, first): a recipe from configuration/ or your own, whose keys are the flags below; flags
-given after it override it, and `key: null` in a recipe means the flag's default. Flags that say where the data is
-(--train_dir, --dataset_name, ...) select their --dataset whatever the recipe says.
+given after it override it. `key: null` in a recipe, and '', null or none as a flag's value (--validation_dir ''),
+mean the flag's default (unset). Flags that say where the data is (--train_dir, --dataset_name, ...) select their
+--dataset whatever the recipe says.
 
   python train_pim.py configuration/cub200_swin_large_384.yaml --data_dir /data/CUB_200_2011
   python train_pim.py configuration/demo_cpu.yaml --train_dir D/train --validation_dir D/val --test_dir D/test
@@ -120,6 +138,8 @@ Common flags:
   --image_size N, --label_smoothing EPS
   --output_dir DIR, --num_train_epochs N, --per_device_train_batch_size N, --learning_rate LR,
   --eval_strategy no|epoch|steps, --bf16 true, --resume_from_checkpoint DIR
+  --overwrite_output_dir true  start over in an --output_dir holding a previous run (else refused, or resumed
+                               from its last checkpoint)
 
 Before training, the run logs and writes OUTPUT_DIR/data_report.json (images and classes per split, skipped files).
 
@@ -169,9 +189,12 @@ class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
         metadata={
-            "help": "A PIM checkpoint (folder or Hub id) to fine-tune instead of building a new model (the model flags "
-            "are then read from it). On other classes than its own, its class-dependent tensors (token classifiers' "
-            "last layer, final classifier) are re-initialised and named in the log; the rest is kept."
+            "help": "A PIM checkpoint (folder or Hub id) to fine-tune instead of building a new model. Its "
+            "architecture is kept: the model flags the recipe or the command line set are applied when they keep its "
+            "tensors (loss weights, label_smoothing, combiner_dropout, the refinement temperatures, image_size of a "
+            "CNN, ...) and refused when they would change them (backbone, num_selects, fpn_size, ...); the others are "
+            "the checkpoint's. On other classes than its own, its class-dependent tensors (token classifiers' last "
+            "layer, final classifier) are re-initialised and named in the log; the rest is kept."
         },
     )
     backbone_weights: str | None = field(
@@ -287,7 +310,7 @@ class DataTrainingArguments:
             )
 
 
-ARGUMENT_CLASSES = (PimArguments, ModelArguments, DataTrainingArguments, TrainingArguments)
+ARGUMENT_CLASSES = (PimArguments, ModelArguments, DataTrainingArguments, PimTrainingArguments)
 
 
 def build_parser() -> HfArgumentParser:
@@ -341,19 +364,57 @@ def read_recipe(path: Path) -> dict[str, Any]:
         expected = _checked_type(annotations[key])
         if expected is not None and not _has_type(value, expected):
             hint = ""
-            if expected is float:
-                hint = " (YAML reads a number without a dot, such as 5e-4, as text: write 5.0e-4)"
-            raise UserInputError(f"{path}: `{key}: {value!r}` is not a {expected.__name__}{hint}.")
+            yaml_float = _yaml_float(value) if expected is float and isinstance(value, str) else None
+            if yaml_float is not None:
+                hint = f" (YAML reads {value} as text: write {yaml_float})"
+            article = "an" if expected.__name__[0] in "aeiou" else "a"
+            raise UserInputError(f"{path}: `{key}: {value!r}` is not {article} {expected.__name__}{hint}.")
     return values
 
 
+def _yaml_float(text: str) -> str | None:
+    """
+    `text` written so that YAML reads it as a float, when it is a number in exponent notation that YAML reads as text
+    (YAML 1.1 needs a dot and a signed exponent: `5e-4` → `5.0e-4`, `1.5e4` → `1.5e+4`); else `None`.
+    """
+    match = re.fullmatch(r"([-+]?(?:\d+\.?\d*|\.\d+))[eE]([-+]?)(\d+)", text.strip())
+    if match is None:
+        return None
+    mantissa, sign, exponent = match.groups()
+    return f"{mantissa if '.' in mantissa else mantissa + '.0'}e{sign or '+'}{exponent}"
+
+
+def _without_unset_flags(argv: list[str], names: set[str]) -> tuple[list[str], set[str]]:
+    """`argv` without the flags given an `UNSET_VALUES` value (`--flag ''`, `--flag=null`), and the names of those."""
+    kept, unset = [], set()
+    index = 0
+    while index < len(argv):
+        name, equals, value = argv[index].removeprefix("--").partition("=")
+        name = name.replace("-", "_")
+        if argv[index].startswith("--") and name in names:
+            if not equals and index + 1 < len(argv):
+                value = argv[index + 1]
+            if (equals or index + 1 < len(argv)) and value.strip().lower() in UNSET_VALUES:
+                unset.add(name)
+                index += 1 if equals else 2
+                continue
+        kept.append(argv[index])
+        index += 1
+    return kept, unset
+
+
 def _given_flags(parser: HfArgumentParser, argv: list[str]) -> dict[str, Any]:
-    """The flags given in `argv`, typed by the parser (a flag left out is absent, not its default)."""
+    """
+    The flags given in `argv`, typed by the parser (a flag left out is absent, not its default); a flag given an
+    `UNSET_VALUES` value is `None` (unset: its default, whatever a recipe says).
+    """
+    names = [field.name for cls in ARGUMENT_CLASSES for field in dataclasses.fields(cls) if field.init]
+    argv, unset = _without_unset_flags(argv, set(names))
     parser.parse_args(argv)  # --help, and errors about the flags themselves, as argparse reports them
     not_given = object()
-    names = [field.name for cls in ARGUMENT_CLASSES for field in dataclasses.fields(cls) if field.init]
     parser.set_defaults(**dict.fromkeys(names, not_given))
-    return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not not_given}
+    given = {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not not_given}
+    return {**given, **dict.fromkeys(unset)}
 
 
 def _select_data(recipe: dict[str, Any], flags: dict[str, Any], recipe_path: Path | None) -> dict[str, Any]:
@@ -361,8 +422,11 @@ def _select_data(recipe: dict[str, Any], flags: dict[str, Any], recipe_path: Pat
     Recipe values overridden by the command-line flags, with the data the command line asks for: data-source flags
     given on the command line select their `--dataset` (and drop the recipe's keys of another source), a validation
     source given on the command line replaces the recipe's other one, and a data-source flag of another dataset than
-    the one used is refused.
+    the one used is refused. A flag whose value is `None` in `flags` is unset (left to its default).
     """
+    unset = {name for name, value in flags.items() if value is None}
+    recipe = {key: value for key, value in recipe.items() if key not in unset}
+    flags = {name: value for name, value in flags.items() if name not in unset}
     default = DataTrainingArguments.dataset
     recipe_dataset = recipe.get("dataset", default)
     dataset = flags.get("dataset")
@@ -416,6 +480,11 @@ def parse_arguments(argv: list[str]) -> tuple:
     Recipe (YAML) first if given, then command-line flags overriding it, built into the argument dataclasses with
     `HfArgumentParser.parse_dict`.
 
+    Returns:
+        `(pim_args, model_args, data_args, training_args, origins)`: the argument dataclasses, and where each flag the
+        user set comes from (flag name → "the command line" or "the recipe <path>"); a flag not in `origins` has its
+        default.
+
     Raises:
         [`UserInputError`]: a bad recipe, contradictory data flags, or values the argument dataclasses refuse.
     """
@@ -426,17 +495,81 @@ def parse_arguments(argv: list[str]) -> tuple:
     if argv and argv[0].endswith((".yaml", ".yml")):
         recipe_path, argv = Path(argv[0]), argv[1:]
         recipe = read_recipe(recipe_path)
-    values = _select_data(recipe, _given_flags(parser, argv), recipe_path)
+    flags = _given_flags(parser, argv)
+    values = _select_data(recipe, flags, recipe_path)
+    origins = {
+        key: "the command line" if flags.get(key) is not None else f"the recipe {recipe_path}"
+        for key in values
+        if key in recipe or flags.get(key) is not None
+    }
     try:
-        return parser.parse_dict(values)
+        return (*parser.parse_dict(values), origins)
     except ValueError as error:  # the checks of the argument dataclasses (TrainingArguments, ...) on the values
         raise UserInputError(str(error)) from error
 
 
-def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainingArguments, training_args) -> None:
+def flag_value(value: Any) -> str:
+    """A flag's value as it is written on the command line (`8 4 2 1`, `true`, a JSON object)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return " ".join(flag_value(item) for item in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def describe_flag(name: str, value: Any, origins: dict[str, str], default: str = "default") -> str:
+    """How an error names a flag: `--name VALUE (from <origin>)`, `(default)` for a flag the user did not set."""
+    return f"--{name} {flag_value(value)} ({'from ' + origins[name] if name in origins else default})"
+
+
+# Numbers that the argument dataclasses accept but a run cannot use: flag → (whether a value is usable, what it must
+# be). `None` is an optional flag left unset.
+NUMBER_BOUNDS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "per_device_train_batch_size": (lambda value: value >= 1, "at least 1"),
+    "per_device_eval_batch_size": (lambda value: value >= 1, "at least 1"),
+    "gradient_accumulation_steps": (lambda value: value >= 1, "at least 1"),
+    "eval_accumulation_steps": (lambda value: value is None or value >= 1, "at least 1"),
+    "learning_rate": (lambda value: value >= 0, "0 or more"),
+    "weight_decay": (lambda value: value >= 0, "0 or more"),
+    "max_grad_norm": (lambda value: value >= 0, "0 or more (0: no clipping)"),
+    "adam_beta1": (lambda value: 0 <= value < 1, "in [0, 1)"),
+    "adam_beta2": (lambda value: 0 <= value < 1, "in [0, 1)"),
+    "adam_epsilon": (lambda value: value >= 0, "0 or more"),
+    "save_steps": (lambda value: value > 0, "positive"),
+    "eval_steps": (lambda value: value is None or value > 0, "positive"),
+    "dataloader_num_workers": (lambda value: value >= 0, "0 or more"),
+    "max_train_samples": (lambda value: value is None or value >= 1, "at least 1"),
+    "max_eval_samples": (lambda value: value is None or value >= 1, "at least 1"),
+    "synthetic_num_classes": (lambda value: value >= 2, "at least 2"),
+    "synthetic_train_per_class": (lambda value: value >= 1, "at least 1"),
+    "resize_size": (lambda value: value is None or value >= 1, "at least 1"),
+    "blur_probability": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
+    "sharpness_probability": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
+}
+
+
+def check_numbers(data_args: DataTrainingArguments, training_args, origins: dict[str, str]) -> None:
+    """Refuses the numbers of `NUMBER_BOUNDS` a run cannot use, and a training run of no epoch, by flag."""
+    for name, (usable, requirement) in NUMBER_BOUNDS.items():
+        value = getattr(data_args, name) if hasattr(data_args, name) else getattr(training_args, name)
+        if not usable(value):
+            raise UserInputError(f"{describe_flag(name, value, origins)} must be {requirement}.")
+    if training_args.do_train and training_args.max_steps <= 0 and training_args.num_train_epochs <= 0:
+        raise UserInputError(
+            f"{describe_flag('num_train_epochs', training_args.num_train_epochs, origins)} trains no step: give a "
+            "positive number of epochs, or --max_steps N."
+        )
+
+
+def check_arguments(
+    pim_args, model_args: ModelArguments, data_args: DataTrainingArguments, training_args, origins: dict[str, str]
+) -> None:
     """
     Refuses flags that would be ignored or would change the run silently, before any data is read; routes
-    `--label_smoothing_factor` into PIM's loss and sets what `train_pim.py` needs whatever the flags.
+    `--label_smoothing_factor` into PIM's loss (and its origin into `origins`) and sets what `train_pim.py` needs
+    whatever the flags.
     """
     if model_args.backbone_weights:
         if model_args.model_name_or_path:
@@ -452,6 +585,12 @@ def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainin
             )
         if not Path(model_args.backbone_weights).is_file():
             raise UserInputError(f"--backbone_weights {model_args.backbone_weights}: no such file.")
+    check_numbers(data_args, training_args, origins)
+    if training_args.overwrite_output_dir and training_args.resume_from_checkpoint:
+        raise UserInputError(
+            f"--overwrite_output_dir starts over, --resume_from_checkpoint {training_args.resume_from_checkpoint} "
+            "continues a run: give one of them."
+        )
     smoothing = training_args.label_smoothing_factor
     if smoothing:
         if pim_args.label_smoothing not in (0, smoothing):
@@ -460,6 +599,7 @@ def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainin
                 "give only --label_smoothing (PIM's loss)."
             )
         pim_args.label_smoothing, training_args.label_smoothing_factor = smoothing, 0.0
+        origins["label_smoothing"] = origins["label_smoothing_factor"]
         logger.info(
             f"--label_smoothing_factor {smoothing} is applied inside PIM's loss, to every cross-entropy term "
             "(--label_smoothing)."
@@ -476,14 +616,25 @@ def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainin
             f"`accelerate launch --multi_gpu --num_processes {training_args.n_gpu} train_pim.py ...` (one process "
             "per GPU, DistributedDataParallel) is faster."
         )
+    check_data_arguments(data_args, training_args)
+
+
+def check_data_arguments(data_args: DataTrainingArguments, training_args) -> None:
+    """Refuses validation flags that do not fit the dataset, and evaluation without validation data to evaluate on."""
     official_validation = data_args.dataset in ARCHIVES and "validation" in ARCHIVES[data_args.dataset].splits
-    if data_args.dataset in ARCHIVES and data_args.merge_validation_into_train and not official_validation:
+    merge = data_args.merge_validation_into_train
+    if merge and (data_args.dataset in ARCHIVES and not official_validation):
         raise UserInputError(
             f"--merge_validation_into_train: --dataset {data_args.dataset} has no validation split to merge into "
             f"train (only {' and '.join(name for name, archive in ARCHIVES.items() if 'validation' in archive.splits)}"
             " have one): remove the flag."
         )
-    if official_validation and data_args.validation_split_percentage > 0 and not data_args.merge_validation_into_train:
+    if merge and data_args.dataset == "folders" and data_args.validation_dir is None:
+        raise UserInputError(
+            "--merge_validation_into_train trains on the --validation_dir images too, but no --validation_dir is "
+            "given: give it, or remove the flag."
+        )
+    if official_validation and data_args.validation_split_percentage > 0 and not merge:
         raise UserInputError(
             f"--validation_split_percentage {data_args.validation_split_percentage:g} carves a validation set from "
             f"train, but --dataset {data_args.dataset} has an official validation split: use it (no "
@@ -491,7 +642,7 @@ def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainin
             "from them."
         )
     if data_args.dataset != "hub":  # a Hub dataset's splits are only known once it is loaded
-        if data_args.validation_split_percentage > 0 or data_args.merge_validation_into_train:
+        if data_args.validation_split_percentage > 0 or merge:
             has_validation = data_args.validation_split_percentage > 0
         else:
             has_validation = (
@@ -499,17 +650,23 @@ def check_arguments(pim_args, model_args: ModelArguments, data_args: DataTrainin
                 or data_args.dataset == "synthetic"
                 or (data_args.dataset == "folders" and data_args.validation_dir is not None)
             )
-        check_validation_data(has_validation, training_args)
+        check_validation_data(has_validation, data_args, training_args)
 
 
-def check_validation_data(has_validation: bool, training_args: TrainingArguments) -> None:
+def check_validation_data(has_validation: bool, data_args: DataTrainingArguments, training_args) -> None:
     """Refuses an evaluation strategy without validation data to evaluate on."""
-    if not has_validation and training_args.eval_strategy != "no":
+    if has_validation or training_args.eval_strategy == "no":
+        return
+    evaluates = f"--eval_strategy {training_args.eval_strategy.value} evaluates on validation data during training"
+    if data_args.merge_validation_into_train:
         raise UserInputError(
-            f"--eval_strategy {training_args.eval_strategy.value} evaluates on validation data during training, but "
-            "there is none: give --validation_dir DIR (class folders), or --validation_split_percentage 10 to hold "
-            "out 10 % of the training images, or set --eval_strategy no."
+            f"{evaluates}, but --merge_validation_into_train put the validation images into train: hold out some of "
+            "them with --validation_split_percentage 10, or set --eval_strategy no."
         )
+    raise UserInputError(
+        f"{evaluates}, but there is none: give --validation_dir DIR (class folders), or --validation_split_percentage "
+        "10 to hold out 10 % of the training images, or set --eval_strategy no."
+    )
 
 
 def _required(data_args: DataTrainingArguments, name: str) -> str:
@@ -598,18 +755,109 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
     return datasets
 
 
-def build_model(pim_args, model_args: ModelArguments, label_names: list[str]) -> PimForImageClassification:
-    labels = {"id2label": dict(enumerate(label_names)), "label2id": {name: i for i, name in enumerate(label_names)}}
-    if model_args.model_name_or_path:
-        model = load_for_labels(model_args.model_name_or_path, labels["id2label"])[0]
-        if pim_args.label_smoothing:
-            model.config.label_smoothing = pim_args.label_smoothing
-        return model
+def read_checkpoint_config(model_name_or_path: str) -> PimConfig:
+    """
+    The configuration of the PIM model of `--model_name_or_path`, read before any data is loaded.
+
+    Raises:
+        [`UserInputError`]: not a model folder nor a Hub id ([`check_model_location`], as the tools check it), a Hub id
+        that cannot be loaded, or a model that is not PIM.
+    """
+    flag = "--model_name_or_path"
+    is_local = check_model_location(model_name_or_path, flag)
+    try:
+        config_dict, _ = PretrainedConfig.get_config_dict(model_name_or_path)
+    except OSError as error:  # what transformers raises for missing or unreachable files
+        raise model_loading_error(model_name_or_path, is_local, error, flag) from error
+    if config_dict.get("model_type") != PimConfig.model_type:
+        raise UserInputError(
+            f"{flag} {model_name_or_path} is a model of type {config_dict.get('model_type')!r}, not PIM: give a model "
+            "trained by train_pim.py (its --output_dir or a checkpoint-* folder) or converted by pim-convert."
+        )
+    return PimConfig.from_pretrained(model_name_or_path)
+
+
+def _fine_tuning_config(checkpoint: PimConfig, given: dict[str, Any], path: str, origins: dict[str, str]) -> PimConfig:
+    """The configuration of a run from the checkpoint `path`, given the model flags the user set."""
+    result = fine_tuning_config(checkpoint, given)
+    if result.conflicts:
+        flags = " and ".join(describe_flag(name, given[name], origins) for name in result.conflicts)
+        theirs = " and ".join(f"{name} {flag_value(value)}" for name, value in result.conflicts.items())
+        first = next(iter(result.conflicts))
+        raise UserInputError(
+            f"{flags} would change the architecture of the model of --model_name_or_path {path}, which has {theirs}: "
+            f"a run from a trained model keeps its architecture. Leave --{first} out (--{first} null overrides a "
+            "recipe), or train a new model without --model_name_or_path."
+        )
+    taken = [name for name in PimConfig.__annotations__ if name not in given]
+    taken = [f"{name} {flag_value(getattr(checkpoint, name))}" for name in taken]
+    logger.info(f"Model: --model_name_or_path {path}; from the checkpoint (not set for this run): {', '.join(taken)}.")
+    if result.applied:
+        applied = [f"{name} {flag_value(value)} (the checkpoint's: {flag_value(getattr(checkpoint, name))})"
+                   for name, value in result.applied.items()]  # fmt: skip
+        logger.info(f"Model: set for this run instead of the checkpoint's: {', '.join(applied)}.")
+    for name, value in result.unused.items():
+        logger.warning(
+            f"Model: {describe_flag(name, value, origins)} is not used: the checkpoint of --model_name_or_path {path} "
+            "holds the backbone's weights."
+        )
+    return result.config
+
+
+def build_config(pim_args, model_args: ModelArguments, origins: dict[str, str]) -> PimConfig:
+    """
+    The model's configuration, decided before any data is read (the classes are set once the data is loaded): the
+    model flags, or with `--model_name_or_path` the checkpoint's configuration with the model flags the user set
+    applied when the checkpoint's tensors allow ([`fine_tuning_config`]). The model is built on the meta device to
+    check what only the model checks (e.g. `num_selects` against the tokens of each layer).
+
+    Raises:
+        [`UserInputError`]: a value `PimConfig` or the model refuses, naming the flags and where they come from; a
+        `--model_name_or_path` that is not a PIM model; a flag that would change the architecture of its checkpoint.
+    """
     values = dataclasses.asdict(pim_args)
     if isinstance(values["backbone_kwargs"], str):
-        values["backbone_kwargs"] = json.loads(values["backbone_kwargs"])
-    config = PimConfig(num_labels=len(label_names), **labels, **values)
-    model = PimForImageClassification(config)
+        try:
+            values["backbone_kwargs"] = json.loads(values["backbone_kwargs"])
+        except json.JSONDecodeError as error:
+            raise UserInputError(
+                f"{describe_flag('backbone_kwargs', values['backbone_kwargs'], origins)} is not JSON ({error.msg}): "
+                """write a JSON object, e.g. '{"drop_path_rate": 0.1}'."""
+            ) from error
+    default = "default"
+    try:
+        if model_args.model_name_or_path:
+            checkpoint = read_checkpoint_config(model_args.model_name_or_path)
+            default = f"from --model_name_or_path {model_args.model_name_or_path}"
+            given = {name: value for name, value in values.items() if name in origins}
+            values = {**{name: getattr(checkpoint, name) for name in values}, **given}
+            config = _fine_tuning_config(checkpoint, given, model_args.model_name_or_path, origins)
+        else:
+            config = PimConfig(**values)
+        with torch.device("meta"):
+            PimForImageClassification(config)
+    except PimConfigError as error:
+        flags = " and ".join(describe_flag(name, values[name], origins, default) for name in error.fields)
+        raise UserInputError(f"{flags}: {error}" if flags else str(error)) from error
+    return config
+
+
+def build_model(config: PimConfig, model_args: ModelArguments, label_names: list[str]) -> PimForImageClassification:
+    """
+    The model of `config` ([`build_config`]) for the classes `label_names`: loaded from `--model_name_or_path`
+    ([`load_for_labels`]), or new, with timm's pretrained backbone when `backbone_pretrained`.
+
+    Raises:
+        [`UserInputError`]: the checkpoint cannot be loaded, or the backbone's pretrained weights are out of reach.
+    """
+    id2label = dict(enumerate(label_names))
+    if model_args.model_name_or_path:
+        path = model_args.model_name_or_path
+        try:
+            return load_for_labels(path, id2label, config)[0]
+        except OSError as error:  # what transformers raises for missing, damaged or unreachable files
+            raise model_loading_error(path, Path(path).is_dir(), error, "--model_name_or_path") from error
+    model = PimForImageClassification(with_labels(config, id2label))
     if config.backbone_pretrained:
         try:
             model.load_pretrained_backbone(model_args.backbone_weights)
@@ -620,6 +868,104 @@ def build_model(pim_args, model_args: ModelArguments, label_names: list[str]) ->
                 "random weights with --backbone_pretrained false."
             ) from error
     return model
+
+
+def _checkpoint_refusal(checkpoint: str, output_dir: Path, training_args) -> tuple[str, str]:
+    """How an error names a checkpoint this run would resume from, and the fix."""
+    if training_args.resume_from_checkpoint:
+        return (
+            f"--resume_from_checkpoint {checkpoint} is a checkpoint",
+            "resume with the flags and data of the run that saved it, or start a new run without "
+            "--resume_from_checkpoint",
+        )
+    return (
+        f"--output_dir {output_dir} holds {Path(checkpoint).name}, a checkpoint",
+        "use a new --output_dir, or --overwrite_output_dir true to start over in it (its checkpoints and results are "
+        "removed)",
+    )
+
+
+def check_checkpoint(checkpoint: str, config: PimConfig, output_dir: Path, training_args) -> None:
+    """Refuses to resume from a checkpoint of a model with another configuration than `config` (classes aside)."""
+    saved_config = Path(checkpoint) / "config.json"
+    if not saved_config.is_file():
+        return
+    differences = differing_fields(PimConfig.from_pretrained(checkpoint), config)
+    if differences:
+        what, fix = _checkpoint_refusal(checkpoint, output_dir, training_args)
+        listed = "; ".join(
+            f"{name} {flag_value(saved)}, not {flag_value(new)}" for name, (saved, new) in differences.items()
+        )
+        raise UserInputError(f"{what} of another model ({listed}): {fix}.")
+
+
+def check_checkpoint_classes(checkpoint: str, label_names: list[str], output_dir: Path, training_args) -> None:
+    """Refuses to resume from a checkpoint of a model trained on other classes than `label_names`."""
+    saved_config = Path(checkpoint) / "config.json"
+    if not saved_config.is_file():
+        return
+    saved = list(PimConfig.from_pretrained(checkpoint).id2label.values())
+    if saved != label_names:
+        what, fix = _checkpoint_refusal(checkpoint, output_dir, training_args)
+        names = [", ".join(names[:3]) + (", ..." if len(names) > 3 else "") for names in (saved, label_names)]
+        raise UserInputError(
+            f"{what} of a model trained on other classes ({len(saved)}: {names[0]}; this data has {len(label_names)}: "
+            f"{names[1]}): {fix}."
+        )
+
+
+def plan_output_directory(
+    output_dir: Path, config: PimConfig, model_args: ModelArguments, training_args
+) -> tuple[str | None, list[Path]]:
+    """
+    What this run does with its `--output_dir`, decided before any data is read, so that the model written there is
+    never left beside another run's results:
+
+    - `--resume_from_checkpoint DIR` resumes from `DIR`;
+    - `--overwrite_output_dir true` removes the previous run's checkpoints, model and results, and resumes nothing;
+    - else a training run resumes from the last checkpoint in `output_dir`;
+    - else an `output_dir` holding a previous run's model or results is refused, unless this run evaluates that very
+      model (`--do_train false --model_name_or_path OUTPUT_DIR`).
+
+    A run that resumes or evaluates in place removes the previous evaluation's results (it writes its own).
+
+    Returns:
+        `(checkpoint to resume from or None, the previous run's files to remove before training)`.
+
+    Raises:
+        [`UserInputError`]: a `--resume_from_checkpoint` that is not a checkpoint folder, a checkpoint of another
+        model, or an `output_dir` holding a previous run without `--overwrite_output_dir`.
+    """
+    if training_args.resume_from_checkpoint:
+        checkpoint = training_args.resume_from_checkpoint
+        if not (Path(checkpoint) / TRAINER_STATE_NAME).is_file():
+            raise UserInputError(
+                f"--resume_from_checkpoint {checkpoint} is not a checkpoint folder (a checkpoint-<step> folder with "
+                f"{TRAINER_STATE_NAME}, saved by a run in its --output_dir): give one."
+            )
+        check_checkpoint(checkpoint, config, output_dir, training_args)
+        return checkpoint, evaluation_files(output_dir)
+    if not output_dir.is_dir():
+        return None, []
+    if training_args.overwrite_output_dir:
+        return None, checkpoint_folders(output_dir) + previous_run_files(output_dir)
+    checkpoint = get_last_checkpoint(str(output_dir)) if training_args.do_train else None
+    if checkpoint is not None:
+        check_checkpoint(checkpoint, config, output_dir, training_args)
+        logger.info(f"Resuming from {checkpoint} (found in {output_dir}); --overwrite_output_dir true starts over.")
+        return checkpoint, evaluation_files(output_dir)
+    previous = previous_run_files(output_dir)
+    model = model_args.model_name_or_path
+    evaluates_in_place = not training_args.do_train and model and Path(model).resolve() == output_dir.resolve()
+    if previous and not evaluates_in_place:
+        names = ", ".join(path.name for path in previous[:5]) + (", ..." if len(previous) > 5 else "")
+        evaluate = f"; to evaluate the model there, add --model_name_or_path {output_dir}"
+        evaluate = "" if training_args.do_train else evaluate
+        raise UserInputError(
+            f"--output_dir {output_dir} holds a previous run's model or results ({names}), which this run would leave "
+            f"beside its own: use a new --output_dir, or --overwrite_output_dir true to replace them{evaluate}."
+        )
+    return None, evaluation_files(output_dir)
 
 
 def build_processor(model: PimForImageClassification, data_args: DataTrainingArguments) -> PimImageProcessor:
@@ -644,7 +990,7 @@ def write_test_predictions(path: Path, dataset, heads, id2label: dict[int, str])
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    pim_args, model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    pim_args, model_args, data_args, training_args, origins = parse_arguments(sys.argv[1:] if argv is None else argv)
     if training_args.should_log:  # INFO on the main process unless --log_level says otherwise, as the HF examples
         transformers.utils.logging.set_verbosity_info()
     log_level = training_args.get_process_log_level()
@@ -654,8 +1000,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         handlers=[logging.StreamHandler(sys.stdout)],
     )
     transformers.utils.logging.set_verbosity(log_level)
-    check_arguments(pim_args, model_args, data_args, training_args)
+    check_arguments(pim_args, model_args, data_args, training_args, origins)
     output_dir = check_output_directory(training_args.output_dir, "--output_dir")
+    config = build_config(pim_args, model_args, origins)
+    resume_from, previous_files = plan_output_directory(output_dir, config, model_args, training_args)
     set_seed(training_args.seed)
 
     # Distributed: the main process loads (and scans) first, the others then find the scan's cache filled.
@@ -667,10 +1015,12 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / DATA_REPORT_FILENAME).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     check_data_report(report)
-    check_validation_data("validation" in datasets, training_args)
+    check_validation_data("validation" in datasets, data_args, training_args)
 
     label_names = report["class_names"]
-    model = build_model(pim_args, model_args, label_names)
+    if resume_from is not None:
+        check_checkpoint_classes(resume_from, label_names, output_dir, training_args)
+    model = build_model(config, model_args, label_names)
     processor = build_processor(model, data_args)
     train_transform = build_train_transform(
         processor, data_args.horizontal_flip, data_args.blur_probability, data_args.sharpness_probability
@@ -689,12 +1039,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         if split in datasets:
             datasets[split] = with_image_transform(datasets[split], eval_transform, unreadable_fix)
 
-    last_checkpoint = None
-    if training_args.resume_from_checkpoint is None and training_args.do_train and output_dir.is_dir():
-        last_checkpoint = get_last_checkpoint(str(output_dir))
-        if last_checkpoint is not None:
-            logger.info(f"Resuming from {last_checkpoint} (found in {output_dir}); use a new --output_dir to restart.")
-
+    if previous_files and training_args.process_index == 0:
+        remove_paths(previous_files)
+        logger.info(f"Removed the previous run's {', '.join(path.name for path in previous_files)} from {output_dir}.")
     trainer = PimTrainer(
         model=model,
         args=training_args,
@@ -707,21 +1054,22 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     )
     results: dict[str, dict[str, float]] = {}
     if training_args.do_train:
-        train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or last_checkpoint)
+        train_result = trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_state()
         results["train"] = train_result.metrics
         if trainer.is_world_process_zero():
-            recipe = {
-                "model_args": {**dataclasses.asdict(pim_args), **dataclasses.asdict(model_args)},
+            model_fields = {name: getattr(model.config, name) for name in PimConfig.__annotations__}
+            recipe = {  # the model's fields as used (with --model_name_or_path, mostly its checkpoint's)
+                "model_args": {**model_fields, **dataclasses.asdict(model_args)},
                 "data_args": dataclasses.asdict(data_args),
                 "training_args": training_args.to_sanitized_dict(),
             }
             (output_dir / "training_recipe.json").write_text(json.dumps(recipe, indent=2, default=str))
-            if "test" in datasets:  # the example image of the model page (push_to_hub.py)
-                save_test_example(datasets["test"], output_dir)
+    if "test" in datasets and trainer.is_world_process_zero():  # the example image of the model page (push_to_hub.py)
+        save_test_example(datasets["test"], output_dir)
     if "validation" in datasets and training_args.do_eval:
         metrics = trainer.evaluate(datasets["validation"], metric_key_prefix="eval")
         trainer.log_metrics("eval", metrics)

@@ -56,10 +56,9 @@ ARCHIVES = {
 
 def load(*flags: str):
     """The data `train_pim.py` trains on for these flags (its own parsing, checks and loading)."""
-    pim_args, model_args, data_args, training_args = train_pim.parse_arguments(
-        [*flags, "--output_dir", "unused", "--use_cpu", "true"]
-    )
-    train_pim.check_arguments(pim_args, model_args, data_args, training_args)
+    arguments = train_pim.parse_arguments([*flags, "--output_dir", "unused", "--use_cpu", "true"])
+    train_pim.check_arguments(*arguments)
+    _, _, data_args, training_args, _ = arguments
     return train_pim.load_data(data_args, training_args.seed)
 
 

@@ -229,7 +229,7 @@ def test_ddp_with_two_processes_counts_every_evaluation_sample_once(tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "configuration").glob("*.yaml")), ids=lambda path: path.name)
 def test_every_recipe_parses_and_builds_its_model(recipe, tmp_path):
-    pim_args, model_args, data_args, training_args = train_pim.parse_arguments(
+    pim_args, model_args, data_args, training_args, _ = train_pim.parse_arguments(
         [str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
     )
     config = PimConfig(num_labels=200, **vars(pim_args))
@@ -239,7 +239,7 @@ def test_every_recipe_parses_and_builds_its_model(recipe, tmp_path):
 
 
 def test_command_line_flags_override_the_recipe(tmp_path):
-    pim_args, _, data_args, training_args = train_pim.parse_arguments(
+    pim_args, _, data_args, training_args, _ = train_pim.parse_arguments(
         [
             str(REPO / "configuration/cub200_swin_large_384.yaml"),
             *("--fpn_size", "64", "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"),
@@ -286,7 +286,7 @@ def test_help_starts_with_the_recipe_usage_and_the_common_flags(capsys):
 def test_folder_flags_on_the_command_line_select_the_folder_data_whatever_the_recipe_says(tmp_path, caplog):
     recipe = REPO / "configuration/demo_cpu.yaml"
     folders = ["--train_dir", "D/train", "--validation_dir", "D/val", "--test_dir", "D/test"]
-    _, _, data_args, _ = train_pim.parse_arguments([str(recipe), *folders, "--output_dir", str(tmp_path)])
+    _, _, data_args, _, _ = train_pim.parse_arguments([str(recipe), *folders, "--output_dir", str(tmp_path)])
     assert (data_args.dataset, data_args.train_dir, data_args.test_dir) == ("folders", "D/train", "D/test")
     assert (data_args.synthetic_num_classes, data_args.synthetic_train_per_class) == (8, 400)  # the defaults
     assert (
@@ -295,10 +295,10 @@ def test_folder_flags_on_the_command_line_select_the_folder_data_whatever_the_re
     )
 
     cub_recipe = [str(REPO / "configuration/cub200_resnet50_448.yaml"), "--use_cpu", "true", "--bf16", "false"]
-    _, _, data_args, _ = train_pim.parse_arguments([*cub_recipe, *folders, "--output_dir", str(tmp_path)])
+    _, _, data_args, _, _ = train_pim.parse_arguments([*cub_recipe, *folders, "--output_dir", str(tmp_path)])
     assert (data_args.dataset, data_args.data_dir) == ("folders", None)
     assert data_args.validation_split_percentage == 0  # --validation_dir replaces the recipe's hold-out
-    _, _, data_args, _ = train_pim.parse_arguments([*cub_recipe, "--train_dir", "D/train"])
+    _, _, data_args, _, _ = train_pim.parse_arguments([*cub_recipe, "--train_dir", "D/train"])
     assert (data_args.dataset, data_args.validation_split_percentage) == ("folders", 10)
 
 
@@ -327,7 +327,7 @@ def test_a_missing_archive_folder_points_at_the_folder_flags(tmp_path):
 def test_null_in_a_recipe_means_the_default(tmp_path):
     recipe = tmp_path / "nulls.yaml"
     recipe.write_text("resize_size: null\nvalidation_dir: null\nlearning_rate: null\nbackbone_kwargs: null\n")
-    pim_args, _, data_args, training_args = train_pim.parse_arguments([str(recipe), "--train_dir", "D"])
+    pim_args, _, data_args, training_args, _ = train_pim.parse_arguments([str(recipe), "--train_dir", "D"])
     assert (data_args.resize_size, data_args.validation_dir) == (None, None)
     assert training_args.learning_rate == 5e-5 and pim_args.backbone_kwargs is None
 
@@ -338,8 +338,7 @@ def test_a_recipe_value_of_the_wrong_type_is_refused(tmp_path):
     with pytest.raises(UserInputError) as error:
         train_pim.parse_arguments([str(recipe)])
     assert str(error.value) == (
-        f"{recipe}: `learning_rate: '5e-4'` is not a float (YAML reads a number without a dot, such as 5e-4, as "
-        "text: write 5.0e-4)."
+        f"{recipe}: `learning_rate: '5e-4'` is not a float (YAML reads 5e-4 as text: write 5.0e-4)."
     )
 
 
@@ -350,14 +349,14 @@ def parsed_and_checked(*flags: str) -> tuple:
 
 
 def test_label_smoothing_factor_is_routed_into_pims_loss():
-    pim_args, _, _, training_args = parsed_and_checked("--label_smoothing_factor", "0.1")
+    pim_args, _, _, training_args, _ = parsed_and_checked("--label_smoothing_factor", "0.1")
     assert (pim_args.label_smoothing, training_args.label_smoothing_factor) == (0.1, 0.0)
     with pytest.raises(UserInputError, match=r"^--label_smoothing_factor 0.1 and --label_smoothing 0.2 disagree"):
         parsed_and_checked("--label_smoothing_factor", "0.1", "--label_smoothing", "0.2")
 
 
 def test_train_pim_sets_remove_unused_columns_false_whatever_the_flag():
-    _, _, _, training_args = parsed_and_checked("--remove_unused_columns", "true")
+    _, _, _, training_args, _ = parsed_and_checked("--remove_unused_columns", "true")
     assert training_args.remove_unused_columns is False
 
 
@@ -384,9 +383,10 @@ def test_offline_without_the_backbone_weights_names_the_flags_to_use(tmp_path, m
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    pim_args, model_args, _, _ = parsed_and_checked("--backbone_pretrained", "true")
+    pim_args, model_args, _, _, origins = parsed_and_checked("--backbone_pretrained", "true")
+    config = train_pim.build_config(pim_args, model_args, origins)
     with pytest.raises(UserInputError) as error:
-        train_pim.build_model(pim_args, model_args, ["a", "b"])
+        train_pim.build_model(config, model_args, ["a", "b"])
     assert str(error.value) == (
         "the pretrained weights of --backbone test_resnet are not in the local Hugging Face cache and the Hub cannot "
         "be reached: give a local weights file with --backbone_weights FILE, or start from random weights with "

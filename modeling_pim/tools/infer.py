@@ -47,8 +47,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from huggingface_hub import is_offline_mode
-from huggingface_hub.utils import HFValidationError, validate_repo_id
 from matplotlib import font_manager, ft2font
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
@@ -75,6 +73,7 @@ from ..image_processing_pim import PimImageProcessor
 from ..modeling_pim import PimForImageClassification
 from ..training.metrics import classification_metrics
 from ..utils.cli import UserInputError, check_output_directory
+from ..utils.model_location import check_model_location, model_loading_error
 
 
 logger = logging.get_logger(__name__)
@@ -126,33 +125,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
 
 
-def _check_model_location(model_name_or_path: str) -> bool:
-    """Returns whether `model_name_or_path` is a local folder; raises when it is neither a model folder nor a Hub id."""
-    path = Path(model_name_or_path).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UserInputError(
-                f"Model folder {str(path)!r} has no config.json: give the output_dir of train_pim.py, one of its "
-                "checkpoint-* folders, or a folder written by `model.save_pretrained`."
-            )
-        return True
-    if path.exists():
-        raise UserInputError(
-            f"Model {str(path)!r} is a file: give the folder that holds config.json and model.safetensors."
-        )
-    try:
-        validate_repo_id(model_name_or_path)
-        looks_like_path = model_name_or_path.startswith((".", "~", os.sep))
-    except HFValidationError:
-        looks_like_path = True
-    if looks_like_path:
-        raise UserInputError(
-            f"Model folder {model_name_or_path!r} does not exist: check the path (it should hold config.json and "
-            "model.safetensors), or give a Hub model id such as 'user/pim-cub200'."
-        )
-    return False
-
-
 def load_pretrained(model_name_or_path: str, revision: str | None = None) -> tuple[PreTrainedModel, Any | None]:
     """
     The model of a folder or Hub id and its image processor (`None` without `preprocessor_config.json`), as saved.
@@ -196,22 +168,11 @@ def load_model_and_processor(
         `UserInputError`: the folder does not exist or is not a model folder, or the Hub id cannot be loaded (e.g.
         offline and not in the cache); the message names the path or id and the fix.
     """
-    is_local = _check_model_location(model_name_or_path)
+    is_local = check_model_location(model_name_or_path)
     try:
         model, processor = load_pretrained(model_name_or_path, revision=revision)
     except (OSError, ValueError) as error:  # what transformers raises for missing, unreachable or invalid files
-        if is_local:
-            raise UserInputError(f"Could not load the model folder {model_name_or_path!r}: {error}") from error
-        if is_offline_mode():
-            raise UserInputError(
-                f"{model_name_or_path!r} is not a local folder, and the Hub is disabled (HF_HUB_OFFLINE=1) and this "
-                "model is not in the local cache: unset HF_HUB_OFFLINE, download it first (`hf download "
-                f"{model_name_or_path}`), or give the path of a model folder."
-            ) from error
-        raise UserInputError(
-            f"Could not load {model_name_or_path!r} from the Hugging Face Hub (it is not a local folder either): "
-            f"{error}\nCheck the id, your connection, and for a private model that you are logged in (`hf auth login`)."
-        ) from error
+        raise model_loading_error(model_name_or_path, is_local, error) from error
     if processor is None:
         image_size = getattr(model.config, "image_size", None)
         if not isinstance(image_size, int):

@@ -1,7 +1,11 @@
-"""Trainer pieces for PIM: loss-part logging, per-head gathering and the metrics of the final head."""
+"""
+Trainer pieces for PIM: loss-part logging, per-head gathering, the metrics of the final head, and the training
+arguments of `train_pim.py`.
+"""
 
 import contextlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -28,6 +32,21 @@ class RefinementEpochCallback(TrainerCallback):
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         if model is not None and hasattr(model, "set_refinement_epoch"):
             model.set_refinement_epoch(state.epoch or 0)
+
+
+@dataclass
+class PimTrainingArguments(TrainingArguments):
+    """`TrainingArguments` with `overwrite_output_dir`, which transformers 5 removed and `train_pim.py` uses."""
+
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an --output_dir that holds a previous run: its checkpoints, model and results "
+            "(config.json, model.safetensors, *_results.json, test_example.*, ...) are removed before training, and "
+            "no checkpoint is resumed. Without it, such a folder is refused, unless the run resumes from its last "
+            "checkpoint."
+        },
+    )
 
 
 def check_training_arguments(args: TrainingArguments) -> None:
@@ -187,6 +206,7 @@ def build_compute_metrics(top_k: int = 5) -> Callable[[EvalPrediction], dict[str
 __all__ = [
     "LOSS_PARTS",
     "PimTrainer",
+    "PimTrainingArguments",
     "RefinementEpochCallback",
     "build_compute_metrics",
     "check_training_arguments",

@@ -1,0 +1,114 @@
+"""
+train_pim.py and its --output_dir: a checkpoint of another model is never resumed, and a new run never leaves a
+previous run's results beside its model (refused without --overwrite_output_dir, removed with it).
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from fgvc_trees import FOLDER_CLASS_NAMES, make_image_folders
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import train_pim  # noqa: E402
+from modeling_pim import PimForImageClassification  # noqa: E402
+from modeling_pim.training.run_folder import results_older_than_model  # noqa: E402
+from modeling_pim.training.transfer import with_labels  # noqa: E402
+from test_train_pim import TINY_RUN, user_error  # noqa: E402
+
+
+def save_checkpoint(folder: Path, *flags: str, labels: tuple[str, ...] = FOLDER_CLASS_NAMES) -> Path:
+    """A `checkpoint-<step>` folder as Trainer saves it, of the model TINY_RUN (+ `flags`) builds, on `labels`."""
+    pim_args, model_args, _, _, origins = train_pim.parse_arguments([*TINY_RUN, *flags])
+    config = train_pim.build_config(pim_args, model_args, origins)
+    PimForImageClassification(with_labels(config, dict(enumerate(labels)))).save_pretrained(folder)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    return folder
+
+
+def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
+    output_dir = tmp_path / "run"
+    checkpoint = save_checkpoint(output_dir / "checkpoint-4")
+    save_checkpoint(output_dir / "checkpoint-2", "--fpn_size", "32")  # not the last one
+    never_read = ["--train_dir", str(tmp_path / "never_read")]
+    other_model = ["--fpn_size", "32", "--lambda_b", "2"]
+    message = user_error([*TINY_RUN, *other_model, *never_read, "--output_dir", str(output_dir)])
+    assert message == (
+        f"--output_dir {output_dir} holds checkpoint-4, a checkpoint of another model (fpn_size 16, not 32; lambda_b "
+        "0.5, not 2.0): use a new --output_dir, or --overwrite_output_dir true to start over in it (its checkpoints "
+        "and results are removed)."
+    )
+    resume = ["--resume_from_checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "other")]
+    assert user_error([*TINY_RUN, "--fpn_size", "32", *never_read, *resume]) == (
+        f"--resume_from_checkpoint {checkpoint} is a checkpoint of another model (fpn_size 16, not 32): resume with "
+        "the flags and data of the run that saved it, or start a new run without --resume_from_checkpoint."
+    )
+    missing = tmp_path / "checkpoint-7"
+    elsewhere = ["--output_dir", str(tmp_path / "other")]
+    message = user_error([*TINY_RUN, *never_read, "--resume_from_checkpoint", str(missing), *elsewhere])
+    assert message == (
+        f"--resume_from_checkpoint {missing} is not a checkpoint folder (a checkpoint-<step> folder with "
+        "trainer_state.json, saved by a run in its --output_dir): give one."
+    )
+    assert user_error([*TINY_RUN, *never_read, *resume, "--overwrite_output_dir", "true"]) == (
+        f"--overwrite_output_dir starts over, --resume_from_checkpoint {checkpoint} continues a run: give one of them."
+    )
+
+
+def test_a_checkpoint_of_other_classes_is_not_resumed(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=2)
+    output_dir = tmp_path / "run"
+    save_checkpoint(output_dir / "checkpoint-4", labels=("Mallard", "Wood Duck"))
+    assert user_error([*TINY_RUN, "--train_dir", str(data_dir / "train"), "--output_dir", str(output_dir)]) == (
+        f"--output_dir {output_dir} holds checkpoint-4, a checkpoint of a model trained on other classes (2: Mallard, "
+        "Wood Duck; this data has 3: Acadian Flycatcher, Barn Swallow, Cape May Warbler): use a new --output_dir, or "
+        "--overwrite_output_dir true to start over in it (its checkpoints and results are removed)."
+    )
+
+
+def test_a_new_run_in_a_folder_holding_a_previous_model_or_results_is_refused(tmp_path):
+    output_dir = tmp_path / "run"
+    output_dir.mkdir()
+    for name in ("config.json", "model.safetensors", "test_results.json"):
+        (output_dir / name).write_text("{}")
+    flags = [*TINY_RUN, "--train_dir", str(tmp_path / "never_read"), "--output_dir", str(output_dir)]
+    refusal = (
+        f"--output_dir {output_dir} holds a previous run's model or results (config.json, model.safetensors, "
+        "test_results.json), which this run would leave beside its own: use a new --output_dir, or "
+        "--overwrite_output_dir true to replace them"
+    )
+    assert user_error(flags) == refusal + "."
+    assert user_error([*flags, "--do_train", "false"]) == (
+        f"{refusal}; to evaluate the model there, add --model_name_or_path {output_dir}."
+    )
+
+
+def test_overwrite_output_dir_removes_the_previous_run_and_evaluating_in_place_replaces_its_results(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train", "test"), images_per_class=2)
+    output_dir = tmp_path / "run"
+    save_checkpoint(output_dir / "checkpoint-9", "--fpn_size", "32")  # another model's: neither resumed nor kept
+    stale = ["test_results.json", "eval_results.json", "test_predictions.csv", "test_example.png"]
+    for name in [*stale, "all_results.json", "notes.txt"]:
+        (output_dir / name).write_text('{"test_accuracy": 0.99}')
+    train = [*TINY_RUN, "--train_dir", str(data_dir / "train"), "--output_dir", str(output_dir)]
+
+    train_pim.main([*train, "--max_steps", "1", "--save_strategy", "no", "--do_eval", "false",
+                    "--overwrite_output_dir", "true"])  # fmt: skip
+
+    assert not any((output_dir / name).exists() for name in [*stale, "checkpoint-9"])
+    assert (output_dir / "notes.txt").is_file()  # not a file of a run
+    assert not any(key.startswith("test_") for key in json.loads((output_dir / "all_results.json").read_text()))
+    model_saved = (output_dir / "model.safetensors").stat().st_mtime_ns
+    os.utime(output_dir / "model.safetensors", ns=(model_saved - 10**12, model_saved - 10**12))  # 1000 s ago
+
+    results = train_pim.main([*train, "--test_dir", str(data_dir / "test"), "--do_train", "false",
+                              "--model_name_or_path", str(output_dir)])  # fmt: skip
+
+    assert results["test"]["test_num_samples"] == 6
+    assert json.loads((output_dir / "test_results.json").read_text())["test_num_samples"] == 6
+    assert (output_dir / "training_recipe.json").is_file() and (output_dir / "test_example.jpg").is_file()
+    assert results_older_than_model(output_dir) == []
