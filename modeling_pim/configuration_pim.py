@@ -151,7 +151,8 @@ class PimConfig(PretrainedConfig):
             The temperature `T` of the refinement term at the first epoch.
         refinement_temperature_halving_epochs (`int`, *optional*, defaults to `10`):
             `T` is halved every this many epochs: `T = refinement_temperature * 0.5 ** (epoch // this)`, epoch counted
-            from 0. The trainer sets the epoch ([`PimForImageClassification.set_refinement_epoch`]).
+            from 0. The trainer sets the epoch ([`PimForImageClassification.set_refinement_epoch`]); the model's
+            `current_refinement_temperature` is the `T` in use.
 
     The usual `num_labels`, `id2label` and `label2id` are inherited from [`PretrainedConfig`]. A value of the wrong type
     or out of range raises [`PimConfigError`] (a `ValueError`) naming the fields; so does the model for values that

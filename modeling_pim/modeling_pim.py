@@ -758,8 +758,11 @@ class PimForImageClassification(PimPreTrainedModel):
         self.refinement_epoch = int(epoch)
 
     @property
-    def refinement_temperature(self) -> float:
-        """The refinement temperature at `refinement_epoch`: halved every `refinement_temperature_halving_epochs`."""
+    def current_refinement_temperature(self) -> float:
+        """
+        The temperature `T` of HERBS' refinement term at `refinement_epoch`: the configured starting temperature
+        (`config.refinement_temperature`) halved every `config.refinement_temperature_halving_epochs` epochs.
+        """
         halvings = self.refinement_epoch // self.config.refinement_temperature_halving_epochs
         return self.config.refinement_temperature * 0.5**halvings
 
@@ -838,7 +841,7 @@ class PimForImageClassification(PimPreTrainedModel):
             # Like the selected-token loss: only logged, out of the graph, when its weight is 0.
             with torch.set_grad_enabled(torch.is_grad_enabled() and config.lambda_b0 != 0):
                 output.loss_refinement = sum(
-                    _refinement_loss(top_down, bottom_up, self.refinement_temperature)
+                    _refinement_loss(top_down, bottom_up, self.current_refinement_temperature)
                     for top_down, bottom_up in zip(output.top_down_token_logits, output.token_logits)
                 )
             if config.lambda_b0 != 0:

@@ -233,19 +233,21 @@ def test_without_lambda_b0_the_refinement_is_logged_but_not_trained():
     ("epoch", "temperature"),
     [(0, 64.0), (9, 64.0), (9.99, 64.0), (10, 32.0), (19.5, 32.0), (25, 16.0), (79, 0.5)],
 )
-def test_refinement_temperature_is_halved_every_ten_epochs(epoch, temperature):
+def test_current_refinement_temperature_is_halved_every_ten_epochs(epoch, temperature):
     model = tiny_model()
     model.set_refinement_epoch(epoch)
-    assert model.refinement_temperature == temperature
+    assert model.current_refinement_temperature == temperature
 
 
-def test_refinement_temperature_follows_the_configured_period_and_start():
+def test_current_refinement_temperature_follows_the_configured_period_and_start():
     model = tiny_model(refinement_temperature=8.0, refinement_temperature_halving_epochs=3)
     temperatures = []
     for epoch in range(7):
         model.set_refinement_epoch(epoch)
-        temperatures.append(model.refinement_temperature)
+        temperatures.append(model.current_refinement_temperature)
     assert temperatures == [8.0, 8.0, 8.0, 4.0, 4.0, 4.0, 2.0]
+    assert model.config.refinement_temperature == 8.0  # the starting T, never changed by the schedule
+    assert not hasattr(model, "refinement_temperature")  # one name each: the config's start, the model's current T
 
 
 def test_sum_of_softmax_ensemble_is_the_authors_diagnostic():

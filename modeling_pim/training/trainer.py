@@ -85,8 +85,10 @@ class PimTrainer(Trainer):
     A `Trainer` for [`PimForImageClassification`] that
 
     - logs the unweighted parts of PIM's loss (`loss_layers`, `loss_selected`, `loss_dropped`, `loss_combiner`, and
-      HERBS' `loss_refinement` with its `refinement_temperature`), averaged over the optimizer steps since the last
-      log, over the replicas of `nn.DataParallel` (which returns one value per GPU) and over processes;
+      HERBS' `loss_refinement`), averaged over the optimizer steps since the last log, over the replicas of
+      `nn.DataParallel` (which returns one value per GPU) and over processes, and for HERBS the temperature in use
+      (`model.current_refinement_temperature`) as `refinement_temperature`, as Trainer logs the current
+      `learning_rate`;
     - sets the epoch of HERBS' refinement temperature at the start of every epoch ([`RefinementEpochCallback`]);
     - always evaluates and predicts on every sample: `dataloader_drop_last` only applies to training;
     - drops a last training batch of a single image (or, under `nn.DataParallel`, one that would give a GPU a
@@ -168,7 +170,7 @@ class PimTrainer(Trainer):
             self._loss_part_sums = {}
             self._loss_part_count = 0
             if getattr(self.model.config, "use_bottom_up_fpn", False):
-                logs["refinement_temperature"] = self.model.refinement_temperature
+                logs["refinement_temperature"] = self.model.current_refinement_temperature
         super().log(logs, start_time)
 
 
