@@ -9,6 +9,10 @@ converting it ([`open_image`]) and convert it with [`image_to_rgb`] (16-bit and 
 transparency onto white, EXIF orientation), the conversion of training, `PimImageProcessor` and the command-line
 tools; everything else (`top_k`, `function_to_apply`, `pool`, batching, devices, `timeout`) is transformers'.
 
+The forward pass returns only the outputs that have one row per image ([`per_image_outputs`]): transformers' batching
+(`batch_size=`) splits every output field by image, and PIM's per-layer tuples (`token_logits`, `selected_indices`...,
+one entry per backbone layer) would be split by layer instead (an `IndexError` from the fifth image of a batch).
+
 A PIM model's `save_pretrained` writes [`CUSTOM_PIPELINES`] into its `config.json` as `custom_pipelines` and copies
 this file beside it, so that `pipeline("image-classification", model=folder_or_hub_id, trust_remote_code=True)`
 builds [`PimImageClassificationPipeline`] (transformers looks the task up in `config.custom_pipelines` first).
@@ -17,7 +21,9 @@ builds [`PimImageClassificationPipeline`] (transformers looks the task up in `co
 from typing import Any
 
 import PIL.Image
+import torch
 from transformers import ImageClassificationPipeline, ImageFeatureExtractionPipeline
+from transformers.utils import ModelOutput
 
 from .image_processing_pim import image_to_rgb, open_image
 
@@ -46,6 +52,15 @@ def decode_image(image: Any, timeout: float | None = None) -> Any:
     return image
 
 
+def per_image_outputs(outputs: ModelOutput) -> ModelOutput:
+    """
+    `outputs` of a PIM model with only its tensor fields (`logits` `(batch, num_labels)`, `pooler_output`
+    `(batch, hidden)`...), in their order, as the same `ModelOutput` class: the fields a pipeline may split by image.
+    The per-layer tuples are dropped.
+    """
+    return type(outputs)(**{name: value for name, value in outputs.items() if isinstance(value, torch.Tensor)})
+
+
 class PimImageClassificationPipeline(ImageClassificationPipeline):
     """
     transformers' [`ImageClassificationPipeline`] whose images are decoded by [`decode_image`] ([`image_to_rgb`])
@@ -54,6 +69,9 @@ class PimImageClassificationPipeline(ImageClassificationPipeline):
 
     def preprocess(self, image: Any, timeout: float | None = None) -> Any:
         return super().preprocess(decode_image(image, timeout), timeout=timeout)
+
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        return per_image_outputs(super()._forward(model_inputs))
 
 
 class PimImageFeatureExtractionPipeline(ImageFeatureExtractionPipeline):
@@ -65,5 +83,14 @@ class PimImageFeatureExtractionPipeline(ImageFeatureExtractionPipeline):
     def preprocess(self, image: Any, timeout: float | None = None, **image_processor_kwargs) -> Any:
         return super().preprocess(decode_image(image, timeout), timeout=timeout, **image_processor_kwargs)
 
+    def _forward(self, model_inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        return per_image_outputs(super()._forward(model_inputs))
 
-__all__ = ["CUSTOM_PIPELINES", "PimImageClassificationPipeline", "PimImageFeatureExtractionPipeline", "decode_image"]
+
+__all__ = [
+    "CUSTOM_PIPELINES",
+    "PimImageClassificationPipeline",
+    "PimImageFeatureExtractionPipeline",
+    "decode_image",
+    "per_image_outputs",
+]

@@ -68,8 +68,11 @@ REMOTE_CODE_PIPELINES = textwrap.dedent(
             "batch_logits": [
                 scores(predictions)
                 for predictions in classifier(
-                    [file("gradient16.png"), file("transparent.png")], batch_size=2, top_k=2, function_to_apply="none"
+                    [file("gradient16.png"), file("transparent.png")] * 3, batch_size=6, top_k=2, function_to_apply="none"
                 )
+            ],
+            "batch_embeddings": [
+                embedding[0] for embedding in extractor([file("gradient8.png"), file("gradient16.png")] * 3, batch_size=6)
             ],
             "embedding8": extractor(file("gradient8.png"))[0],
             "embedding16": extractor(file("gradient16.png"))[0],
@@ -141,9 +144,11 @@ def test_batching_top_k_and_function_to_apply_are_transformers(remote_code_answe
     answers, folder = remote_code_answers
     model = PimForImageClassification.from_pretrained(folder).eval()
     processor = PimImageProcessor.from_pretrained(folder)
-    images = [PIL.Image.open(folder / "gradient8.png"), PIL.Image.open(folder / "on_white.png")]
+    images = [PIL.Image.open(folder / "gradient8.png"), PIL.Image.open(folder / "on_white.png")] * 3
     with torch.no_grad():
         logits = model(**processor(images, return_tensors="pt")).logits
+    # A batch of 6 images, more than the model's 4 layers: its per-layer outputs must not be split by image.
+    assert len(answers["batch_logits"]) == 6
     for predictions, expected in zip(answers["batch_logits"], logits):
         top = expected.argsort(descending=True)[:2]
         assert [label for label, _ in predictions] == [LABELS[i] for i in top]
@@ -155,3 +160,6 @@ def test_feature_extraction_embeds_a_16_bit_image_as_its_8_bit_twin(remote_code_
     assert len(answers["embedding16"]) == 32  # fpn_size of the tiny model: PimModel's pooler_output
     assert answers["embedding16"] == answers["embedding8"]
     assert answers["plain_embedding16"] != answers["embedding8"]
+    assert len(answers["batch_embeddings"]) == 6
+    for embedding in answers["batch_embeddings"]:
+        assert embedding == pytest.approx(answers["embedding8"], abs=1e-5)
