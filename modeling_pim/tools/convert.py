@@ -37,7 +37,7 @@ import torch
 
 from .. import PimConfig, PimForImageClassification, PimImageProcessor
 from ..utils.cli import UserInputError
-from .pim_convert import METHODS
+from .original_code import METHODS
 
 
 # What HERBS (their configs/config.yaml, models/pim_module/pim_module.py) changes in the PIM recipe of a builder.

@@ -9,12 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..utils.cli import UserInputError, add_debug_argument, check_output_directory, run_command
-
-
-# The builders of the original code's `models/builder.py` (`model_name` in its configs).
-BACKBONES = ("swin-t", "resnet50", "vit", "efficient")
-# The authors' two codes whose checkpoints convert: FGVC-PIM and FGVC-HERBS.
-METHODS = ("pim", "herbs")
+from .original_code import BACKBONES, METHODS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_command("pim-convert", _run, argv)
 
 
-__all__ = ["BACKBONES", "METHODS", "main"]
+__all__ = ["main"]
 
 
 if __name__ == "__main__":
