@@ -23,6 +23,7 @@ from tiny_models import tiny_pim_config
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
 from modeling_pim.modeling_pim import WeaklySupervisedSelector
 from modeling_pim.tools import pim_heatmap, pim_infer
+from modeling_pim.tools.heatmap import compute_heatmap
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,8 +153,8 @@ def test_pim_heatmap_on_cuda_matches_the_cpu(model_dir, tmp_path, full_float32_p
     pixel_values = PimImageProcessor.from_pretrained(model_dir)(images=Image.open(image), return_tensors="pt")[
         "pixel_values"
     ]
-    cpu = heatmap.compute_heatmap(model, pixel_values)
-    cuda = heatmap.compute_heatmap(model.cuda(), pixel_values.cuda())
+    cpu = compute_heatmap(model, pixel_values)
+    cuda = compute_heatmap(model.cuda(), pixel_values.cuda())
     np.testing.assert_allclose(cuda.heatmap, cpu.heatmap, atol=1e-4)
     assert (cuda.predicted_class, cuda.probability) == (cpu.predicted_class, pytest.approx(cpu.probability, abs=1e-5))
 

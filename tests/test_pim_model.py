@@ -12,7 +12,7 @@ from transformers import AutoModel
 
 from modeling_pim import PimForImageClassification, PimModel
 from modeling_pim.modeling_pim import _block_class_names
-from test_modeling_pim import BACKBONES, MODULE_SWITCHES, images, tiny_model
+from test_modeling_pim import MODULE_SWITCHES, images, tiny_model
 
 
 OLD_FOLDER = Path(__file__).parent / "fixtures" / "pim_saved_before_pim_model"
