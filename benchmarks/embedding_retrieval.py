@@ -24,14 +24,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from transformers import AutoImageProcessor, AutoModel
 
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import train_pim  # noqa: E402
+from modeling_pim import PimModel  # noqa: E402
+from modeling_pim.tools.infer import load_pretrained  # noqa: E402
+from modeling_pim.training.metrics import embedding_retrieval_metrics  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,26 +48,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 @torch.no_grad()
-def embeddings(model: torch.nn.Module, processor, images: list, batch_size: int) -> torch.Tensor:
-    """The L2-normalised `pooler_output` of every image, `(N, D)`."""
+def embeddings(model: PimModel, processor, images: list, batch_size: int) -> torch.Tensor:
+    """The `pooler_output` of every image, `(N, D)`."""
     chunks = []
     for start in range(0, len(images), batch_size):
         pixel_values = processor(images=images[start : start + batch_size], return_tensors="pt")["pixel_values"]
         chunks.append(model(pixel_values).pooler_output)
-    return F.normalize(torch.cat(chunks), dim=-1)
-
-
-def retrieval_metrics(embedded: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Mean same-class and other-class cosine similarity, and leave-one-out recall@1, of unit-norm embeddings."""
-    similarity = embedded @ embedded.T  # (N, N)
-    same = labels[:, None] == labels[None, :]
-    itself = torch.eye(len(labels), dtype=torch.bool)
-    nearest = similarity.masked_fill(itself, float("-inf")).argmax(dim=1)
-    return {
-        "same_class_cosine": similarity[same & ~itself].mean().item(),
-        "other_class_cosine": similarity[~same].mean().item(),
-        "recall_at_1": (labels[nearest] == labels).float().mean().item(),
-    }
+    return torch.cat(chunks)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,13 +65,13 @@ def main(argv: list[str] | None = None) -> dict:
     test = train_pim.load_data(data_args, seed=recipe["training_args"]["seed"])["test"]
     images, labels = list(test["image"]), torch.tensor(test["label"])
 
-    trained = AutoModel.from_pretrained(args.model, trust_remote_code=True).eval()
-    processor = AutoImageProcessor.from_pretrained(args.model, trust_remote_code=True)
+    classifier, processor = load_pretrained(args.model)
+    trained = classifier.pim.eval()
     torch.manual_seed(0)
-    untrained = AutoModel.from_config(trained.config, trust_remote_code=True).eval()
+    untrained = PimModel(trained.config).eval()
     rows = {}
     for name, model in ((f"trained ({Path(args.model).name})", trained), ("untrained (same architecture)", untrained)):
-        rows[name] = retrieval_metrics(embeddings(model, processor, images, args.batch_size), labels)
+        rows[name] = embedding_retrieval_metrics(embeddings(model, processor, images, args.batch_size), labels)
 
     table = (
         f"Test split of {data_args.dataset} ({len(labels)} images, {len(set(labels.tolist()))} classes), embedding "

@@ -5,11 +5,13 @@ import time
 import evaluate
 import numpy as np
 import pytest
+import torch
 
 from modeling_pim.training import metrics
 from modeling_pim.training.metrics import (
     BUNDLED_ACCURACY_PATH,
     classification_metrics,
+    embedding_retrieval_metrics,
     load_accuracy_metric,
     mean_per_class_accuracy,
     top_k_accuracy,
@@ -132,3 +134,24 @@ def test_classification_metrics_clamps_k_and_keeps_the_requested_name():
     result = classification_metrics(LOGITS[:, :3], np.array([0, 0, 1, 2]))
     assert set(result) == {"accuracy", "top5_accuracy", "mean_per_class_accuracy"}
     assert result["top5_accuracy"] == 1.0
+
+
+def test_embedding_retrieval_metrics():
+    # Class 0: (1, 0) and (3, 0), same direction. Class 1: (0, 2) and (2, 1), whose nearest neighbour is class 0's.
+    embeddings = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [2.0, 1.0]])
+    result = embedding_retrieval_metrics(embeddings, torch.tensor([0, 0, 1, 1]))
+    # Same-class pairs: cos 1 (twice) and 1/sqrt(5) (twice); other-class pairs: 0 (4 times), 2/sqrt(5) (4 times).
+    assert result == {
+        "same_class_cosine": pytest.approx((1 + 5**-0.5) / 2),
+        "other_class_cosine": pytest.approx(5**-0.5),
+        "recall_at_1": 0.75,
+    }
+
+
+@pytest.mark.parametrize(
+    ("embeddings", "labels"),
+    [(torch.ones(3), torch.zeros(3)), (torch.ones(3, 2), torch.zeros(2)), (torch.ones(1, 2), torch.zeros(1))],
+)
+def test_embedding_retrieval_metrics_refuses_wrong_shapes(embeddings, labels):
+    with pytest.raises(ValueError, match="Expected embeddings of shape"):
+        embedding_retrieval_metrics(embeddings, labels)

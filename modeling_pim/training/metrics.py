@@ -1,7 +1,8 @@
 """
 Classification metrics: plain NumPy functions (top-k accuracy, mean per-class accuracy) and top-1 accuracy through
 an `evaluate` module — the Hub's `accuracy` when the Hub can be used, else the identical copy bundled in
-`modeling_pim/training/evaluate_modules/accuracy`, so that evaluation also works offline.
+`modeling_pim/training/evaluate_modules/accuracy`, so that evaluation also works offline. Also how well image
+embeddings (`PimModel`'s `pooler_output`) retrieve images of the same class.
 """
 
 import functools
@@ -157,6 +158,40 @@ def classification_metrics(
     }
 
 
+def embedding_retrieval_metrics(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """
+    How well embeddings group images by class, with the cosine similarity of every pair of distinct images.
+
+    Args:
+        embeddings (`torch.Tensor`): one embedding per image, `(N, D)`, N ≥ 2 (L2-normalised here).
+        labels (`torch.Tensor`): their integer classes, `(N,)`.
+
+    Returns:
+        `dict[str, float]`: `same_class_cosine` and `other_class_cosine`, the mean cosine similarity over the pairs
+        of distinct images of the same class and of different classes (NaN when there is no such pair), and
+        `recall_at_1`, the fraction of images whose most similar other image (leave-one-out nearest neighbour) is of
+        their class.
+
+    Raises:
+        `ValueError`: shapes other than `(N, D)` and `(N,)` with N ≥ 2.
+    """
+    if embeddings.ndim != 2 or labels.shape != (len(embeddings),) or len(labels) < 2:
+        raise ValueError(
+            "Expected embeddings of shape (num_images, dim) and labels of shape (num_images,) with num_images >= 2, "
+            f"got {tuple(embeddings.shape)} and {tuple(labels.shape)}."
+        )
+    unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    similarity = unit @ unit.T  # (N, N)
+    same = labels[:, None] == labels[None, :]
+    itself = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    nearest = similarity.masked_fill(itself, float("-inf")).argmax(dim=1)  # (N,)
+    return {
+        "same_class_cosine": similarity[same & ~itself].mean().item(),
+        "other_class_cosine": similarity[~same].mean().item(),
+        "recall_at_1": (labels[nearest] == labels).float().mean().item(),
+    }
+
+
 def sum_of_softmax_ensemble(output: ModelOutput) -> torch.Tensor:
     """
     A diagnostic, never the model's prediction: the sum of the softmax of every image-level head of a
@@ -171,6 +206,7 @@ def sum_of_softmax_ensemble(output: ModelOutput) -> torch.Tensor:
 __all__ = [
     "BUNDLED_ACCURACY_PATH",
     "classification_metrics",
+    "embedding_retrieval_metrics",
     "load_accuracy_metric",
     "mean_per_class_accuracy",
     "sum_of_softmax_ensemble",
