@@ -1,5 +1,7 @@
 """`compute_heatmap` and `pim-heatmap`: shapes, range, class-awareness, selected tokens, PNG and input errors."""
 
+import unicodedata
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from PIL import Image
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
-from modeling_pim.tools.heatmap import compute_heatmap, model_view
+from modeling_pim.tools.heatmap import compute_heatmap, model_view, resolve_target_class
 from modeling_pim.tools.pim_heatmap import main
 
 
@@ -120,3 +122,14 @@ def test_cli_input_errors(model_dir, image_file, tmp_path, capsys, target, image
     error = capsys.readouterr().err
     assert expected in error and "Traceback" not in error
     assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("model_form", ["NFC", "NFD"])
+@pytest.mark.parametrize("typed_form", ["NFC", "NFD"])
+def test_target_class_names_are_compared_in_nfc(model_form, typed_form):
+    """A class name typed on macOS (NFD) finds the model's class, whichever form the model's id2label holds."""
+    id2label = {0: "red", 1: unicodedata.normalize(model_form, "café crème"), 2: "green"}
+
+    assert resolve_target_class(unicodedata.normalize(typed_form, "café crème"), id2label) == 1
+    assert resolve_target_class(unicodedata.normalize(typed_form, "CAFÉ CRÈME"), id2label) == 1
+    assert resolve_target_class("2", id2label) == 2

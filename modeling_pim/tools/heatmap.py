@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel
 
-from ..data.image_files import load_image
+from ..data.image_files import load_image, normalize_class_name
 from ..image_processing_pim import image_to_rgb
 from ..utils.cli import UserInputError
 from .infer import load_model_and_processor, resolve_device, resolve_dtype
@@ -140,21 +140,24 @@ def compute_heatmap(
 
 def resolve_target_class(target: str, id2label: dict[int, str]) -> int:
     """
-    A class name of `id2label` (exact, then case-insensitive) or a class id → the class id.
+    A class name of `id2label` (exact, then case-insensitive; both in Unicode NFC, as training compares class names)
+    or a class id → the class id.
 
     Raises:
         `UserInputError`: no class has that name or id; the message gives close names and where to find them all.
     """
-    if target in id2label.values():
-        return next(class_id for class_id, name in id2label.items() if name == target)
-    folded = {name.casefold(): class_id for class_id, name in id2label.items()}
-    if target.casefold() in folded:
-        return folded[target.casefold()]
+    wanted = normalize_class_name(target)
+    exact = {normalize_class_name(name): int(class_id) for class_id, name in id2label.items()}
+    if wanted in exact:
+        return exact[wanted]
+    folded = {name.casefold(): class_id for name, class_id in exact.items()}
+    if wanted.casefold() in folded:
+        return folded[wanted.casefold()]
     if target.isdigit() and int(target) in id2label:
         return int(target)
-    names = list(id2label.values())
-    containing = [name for name in names if target.casefold() in name.casefold()]
-    close = list(dict.fromkeys(containing + difflib.get_close_matches(target, names, n=5, cutoff=0.5)))[:5]
+    names = list(exact)
+    containing = [name for name in names if wanted.casefold() in name.casefold()]
+    close = list(dict.fromkeys(containing + difflib.get_close_matches(wanted, names, n=5, cutoff=0.5)))[:5]
     suggestion = f" Close names: {', '.join(map(repr, close))}." if close else ""
     raise UserInputError(
         f"--target_class {target!r} is neither a class name nor a class id (0 to {len(id2label) - 1}) of this "
