@@ -1,9 +1,6 @@
 """Behaviour of PimConfig / PimForImageClassification on tiny timm backbones (CPU, 32-64 px)."""
 
-import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -12,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+from tiny_models import run_as_remote_code
 
 from modeling_pim import PimConfig, PimConfigError, PimForImageClassification, PimImageProcessor
 from modeling_pim.modeling_pim import WeaklySupervisedSelector
@@ -341,19 +340,10 @@ def test_remote_code_export_loads_without_this_repository(tmp_path, backbone):
     for code_file in ("configuration_pim.py", "modeling_pim.py", "image_processing_pim.py"):
         assert (tmp_path / code_file).exists()
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", REMOTE_CODE_CHECK, str(tmp_path)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "MAX_DIFF 0.0" in result.stdout
-    assert float(result.stdout.split("EMBEDDING_DIFF ")[1].split()[0]) < 1e-5
-    assert f"LABEL {LABELS[0]}" in result.stdout or any(f"LABEL {label}" in result.stdout for label in LABELS)
+    stdout = run_as_remote_code(REMOTE_CODE_CHECK, tmp_path)
+    assert "MAX_DIFF 0.0" in stdout
+    assert float(stdout.split("EMBEDDING_DIFF ")[1].split()[0]) < 1e-5
+    assert any(f"LABEL {label}" in stdout for label in LABELS)
 
 
 def test_pipeline_returns_label_names(tmp_path):

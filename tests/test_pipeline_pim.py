@@ -7,9 +7,6 @@ twin (transformers' own pipelines clip it with `convert("RGB")`).
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import PIL.Image
 import pytest
 import torch
 
-from tiny_models import tiny_pim_config
+from tiny_models import run_as_remote_code, tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim import pipeline_pim
@@ -103,17 +100,7 @@ def remote_code_answers(tmp_path_factory):
         folder / "on_white.png"
     )
 
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(folder / "modules")}
-    completed = subprocess.run(
-        [sys.executable, "-c", REMOTE_CODE_PIPELINES, str(folder)],
-        cwd=folder,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout.strip().splitlines()[-1]), folder
+    return json.loads(run_as_remote_code(REMOTE_CODE_PIPELINES, folder).strip().splitlines()[-1]), folder
 
 
 def test_saved_config_names_the_pipelines_and_the_file_travels(remote_code_answers):
