@@ -110,6 +110,8 @@ DATA_SOURCE_FLAGS = {
 UNSET_VALUES = ("", "null", "none")
 # The two ways to get validation data: given on the command line, either replaces the recipe's other one.
 VALIDATION_SOURCE_FLAGS = ("validation_dir", "validation_split_percentage")
+# `--resume_from_checkpoint false` (or `no`): a new run, which does not resume the last checkpoint of its --output_dir.
+NO_RESUME_VALUES = ("false", "no")
 
 USAGE = "train_pim.py [RECIPE.yaml] [--flag VALUE ...]"
 DESCRIPTION = """\
@@ -137,7 +139,7 @@ Common flags:
   --model_name_or_path DIR     fine-tune a PIM checkpoint
   --image_size N, --label_smoothing EPS
   --output_dir DIR, --num_train_epochs N, --per_device_train_batch_size N, --learning_rate LR,
-  --eval_strategy no|epoch|steps, --bf16 true, --resume_from_checkpoint DIR
+  --eval_strategy no|epoch|steps, --bf16 true, --resume_from_checkpoint DIR|false
   --overwrite_output_dir true  start over in an --output_dir holding a previous run (else refused, or resumed
                                from its last checkpoint)
 
@@ -586,7 +588,7 @@ def check_arguments(
         if not Path(model_args.backbone_weights).is_file():
             raise UserInputError(f"--backbone_weights {model_args.backbone_weights}: no such file.")
     check_numbers(data_args, training_args, origins)
-    if training_args.overwrite_output_dir and training_args.resume_from_checkpoint:
+    if training_args.overwrite_output_dir and resume_checkpoint(training_args):
         raise UserInputError(
             f"--overwrite_output_dir starts over, --resume_from_checkpoint {training_args.resume_from_checkpoint} "
             "continues a run: give one of them."
@@ -870,9 +872,15 @@ def build_model(config: PimConfig, model_args: ModelArguments, label_names: list
     return model
 
 
+def resume_checkpoint(training_args) -> str | None:
+    """The checkpoint folder `--resume_from_checkpoint` names: `None` when the flag is not given, or is `false`/`no`."""
+    value = training_args.resume_from_checkpoint
+    return None if value is None or value.strip().lower() in NO_RESUME_VALUES else value
+
+
 def _checkpoint_refusal(checkpoint: str, output_dir: Path, training_args) -> tuple[str, str]:
     """How an error names a checkpoint this run would resume from, and the fix."""
-    if training_args.resume_from_checkpoint:
+    if resume_checkpoint(training_args):
         return (
             f"--resume_from_checkpoint {checkpoint} is a checkpoint",
             "resume with the flags and data of the run that saved it, or start a new run without "
@@ -923,7 +931,8 @@ def plan_output_directory(
 
     - `--resume_from_checkpoint DIR` resumes from `DIR`;
     - `--overwrite_output_dir true` removes the previous run's checkpoints, model and results, and resumes nothing;
-    - else a training run resumes from the last checkpoint in `output_dir`;
+    - else a training run resumes from the last checkpoint in `output_dir`, unless `--resume_from_checkpoint false`
+      (or `no`) says not to: such a folder is then refused (the new run's checkpoints would mix with the old ones);
     - else an `output_dir` holding a previous run's model or results is refused, unless this run evaluates that very
       model (`--do_train false --model_name_or_path OUTPUT_DIR`).
 
@@ -936,12 +945,12 @@ def plan_output_directory(
         [`UserInputError`]: a `--resume_from_checkpoint` that is not a checkpoint folder, a checkpoint of another
         model, or an `output_dir` holding a previous run without `--overwrite_output_dir`.
     """
-    if training_args.resume_from_checkpoint:
-        checkpoint = training_args.resume_from_checkpoint
+    checkpoint = resume_checkpoint(training_args)
+    if checkpoint:
         if not (Path(checkpoint) / TRAINER_STATE_NAME).is_file():
             raise UserInputError(
                 f"--resume_from_checkpoint {checkpoint} is not a checkpoint folder (a checkpoint-<step> folder with "
-                f"{TRAINER_STATE_NAME}, saved by a run in its --output_dir): give one."
+                f"{TRAINER_STATE_NAME}, saved by a run in its --output_dir): give one, or `false` to start a new run."
             )
         check_checkpoint(checkpoint, config, output_dir, training_args)
         return checkpoint, evaluation_files(output_dir)
@@ -950,6 +959,13 @@ def plan_output_directory(
     if training_args.overwrite_output_dir:
         return None, checkpoint_folders(output_dir) + previous_run_files(output_dir)
     checkpoint = get_last_checkpoint(str(output_dir)) if training_args.do_train else None
+    if checkpoint is not None and training_args.resume_from_checkpoint is not None:  # false or no
+        raise UserInputError(
+            f"--resume_from_checkpoint {training_args.resume_from_checkpoint} starts a new run, but --output_dir "
+            f"{output_dir} holds {Path(checkpoint).name} of a previous run, whose checkpoints would mix with this "
+            "run's: use a new --output_dir, or --overwrite_output_dir true to start over in it (its checkpoints and "
+            "results are removed)."
+        )
     if checkpoint is not None:
         check_checkpoint(checkpoint, config, output_dir, training_args)
         logger.info(f"Resuming from {checkpoint} (found in {output_dir}); --overwrite_output_dir true starts over.")

@@ -52,7 +52,7 @@ def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
     message = user_error([*TINY_RUN, *never_read, "--resume_from_checkpoint", str(missing), *elsewhere])
     assert message == (
         f"--resume_from_checkpoint {missing} is not a checkpoint folder (a checkpoint-<step> folder with "
-        "trainer_state.json, saved by a run in its --output_dir): give one."
+        "trainer_state.json, saved by a run in its --output_dir): give one, or `false` to start a new run."
     )
     assert user_error([*TINY_RUN, *never_read, *resume, "--overwrite_output_dir", "true"]) == (
         f"--overwrite_output_dir starts over, --resume_from_checkpoint {checkpoint} continues a run: give one of them."
@@ -112,3 +112,24 @@ def test_overwrite_output_dir_removes_the_previous_run_and_evaluating_in_place_r
     assert json.loads((output_dir / "test_results.json").read_text())["test_num_samples"] == 6
     assert (output_dir / "training_recipe.json").is_file() and (output_dir / "test_example.jpg").is_file()
     assert results_older_than_model(output_dir) == []
+
+
+def test_resume_from_checkpoint_false_starts_a_new_run_and_never_mixes_two_runs_checkpoints(tmp_path):
+    never_read = [*TINY_RUN, "--train_dir", str(tmp_path / "never_read")]
+    output_dir = tmp_path / "run"
+    save_checkpoint(output_dir / "checkpoint-4")
+    for value in ("false", "no", "False"):
+        assert user_error([*never_read, "--resume_from_checkpoint", value, "--output_dir", str(output_dir)]) == (
+            f"--resume_from_checkpoint {value} starts a new run, but --output_dir {output_dir} holds checkpoint-4 of a "
+            "previous run, whose checkpoints would mix with this run's: use a new --output_dir, or "
+            "--overwrite_output_dir true to start over in it (its checkpoints and results are removed)."
+        )
+    for new_run in (["--output_dir", str(tmp_path / "new")], ["--output_dir", str(output_dir), "--overwrite_output_dir",
+                                                                "true"]):  # fmt: skip
+        pim_args, model_args, data_args, training_args, origins = train_pim.parse_arguments(
+            [*never_read, "--resume_from_checkpoint", "false", *new_run]
+        )
+        train_pim.check_arguments(pim_args, model_args, data_args, training_args, origins)
+        config = train_pim.build_config(pim_args, model_args, origins)
+        resume_from, _ = train_pim.plan_output_directory(Path(new_run[1]), config, model_args, training_args)
+        assert resume_from is None
