@@ -75,6 +75,7 @@ from modeling_pim.data.transforms import (
     with_image_transform,
 )
 from modeling_pim.hub.widget import save_test_example
+from modeling_pim.training.backbone_weights import check_backbone_weights
 from modeling_pim.training.run_folder import (
     DATA_REPORT_FILENAME,
     TEST_PREDICTIONS_FILENAME,
@@ -850,7 +851,9 @@ def build_model(config: PimConfig, model_args: ModelArguments, label_names: list
     ([`load_for_labels`]), or new, with timm's pretrained backbone when `backbone_pretrained`.
 
     Raises:
-        [`UserInputError`]: the checkpoint cannot be loaded, or the backbone's pretrained weights are out of reach.
+        [`UserInputError`]: the checkpoint cannot be loaded, the backbone's pretrained weights are out of reach, or the
+        `--backbone_weights` file does not fit the backbone (a tensor of another shape, or values for fewer than half
+        of its tensors: [`check_backbone_weights`]).
     """
     id2label = dict(enumerate(label_names))
     if model_args.model_name_or_path:
@@ -861,14 +864,25 @@ def build_model(config: PimConfig, model_args: ModelArguments, label_names: list
             raise model_loading_error(path, Path(path).is_dir(), error, "--model_name_or_path") from error
     model = PimForImageClassification(with_labels(config, id2label))
     if config.backbone_pretrained:
+        weights_file = model_args.backbone_weights
         try:
-            model.load_pretrained_backbone(model_args.backbone_weights)
+            model.load_pretrained_backbone(weights_file)
         except LocalEntryNotFoundError as error:
             raise UserInputError(
                 f"the pretrained weights of --backbone {config.backbone} are not in the local Hugging Face cache and "
                 "the Hub cannot be reached: give a local weights file with --backbone_weights FILE, or start from "
                 "random weights with --backbone_pretrained false."
             ) from error
+        except RuntimeError as error:  # torch's load_state_dict: a tensor of the file has another shape
+            mismatch = re.search(r"size mismatch for [^\n]*[^.\n]", str(error))
+            if weights_file is None or mismatch is None:
+                raise
+            raise UserInputError(
+                f"--backbone_weights {weights_file} does not fit --backbone {config.backbone} ({mismatch.group(0)}): "
+                f"give timm's weights of {config.backbone}."
+            ) from error
+        if weights_file is not None:
+            logger.info(check_backbone_weights(model.base_model.backbone.model, weights_file, config.backbone))
     return model
 
 
