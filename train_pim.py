@@ -66,7 +66,7 @@ from modeling_pim.data.report import (
     is_unlabeled,
     log_data_report,
 )
-from modeling_pim.data.synthetic import default_cache_dir, generate_fine_grained_dataset
+from modeling_pim.data.synthetic import MAX_NUM_CLASSES, default_cache_dir, generate_fine_grained_dataset
 from modeling_pim.data.transforms import (
     DEFAULT_UNREADABLE_FIX,
     build_eval_transform,
@@ -545,7 +545,7 @@ NUMBER_BOUNDS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "dataloader_num_workers": (lambda value: value >= 0, "0 or more"),
     "max_train_samples": (lambda value: value is None or value >= 1, "at least 1"),
     "max_eval_samples": (lambda value: value is None or value >= 1, "at least 1"),
-    "synthetic_num_classes": (lambda value: value >= 2, "at least 2"),
+    "synthetic_num_classes": (lambda value: 2 <= value <= MAX_NUM_CLASSES, f"between 2 and {MAX_NUM_CLASSES}"),
     "synthetic_train_per_class": (lambda value: value >= 1, "at least 1"),
     "resize_size": (lambda value: value is None or value >= 1, "at least 1"),
     "blur_probability": (lambda value: 0 <= value <= 1, "a probability in [0, 1]"),
@@ -754,8 +754,26 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
         )
     for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
         if limit is not None and split in datasets:
-            datasets[split] = datasets[split].shuffle(seed=seed).select(range(min(limit, len(datasets[split]))))
+            subset = datasets[split].shuffle(seed=seed).select(range(min(limit, len(datasets[split]))))
+            if split == "train":
+                check_kept_classes(datasets[split], subset, limit)
+            datasets[split] = subset
     return datasets
+
+
+def check_kept_classes(train, subset, limit: int) -> None:
+    """Refuses a `--max_train_samples` subset of `train` that leaves a class of `train` without training images."""
+    names = train.features["label"].names
+    classes = set(train.with_format(None)["label"]) - {-1}
+    lost = sorted(classes - set(subset.with_format(None)["label"]))
+    if lost:
+        listed = ", ".join(repr(names[label]) for label in lost[:3]) + (", ..." if len(lost) > 3 else "")
+        raise UserInputError(
+            f"--max_train_samples {limit} keeps {len(subset)} of the {len(train)} training images, which leaves "
+            f"{len(lost)} of the {len(classes)} classes without any ({listed}): a class without training images "
+            f"cannot be learnt. Give a larger --max_train_samples (it draws images at random: several per class, e.g. "
+            f"{5 * len(classes)} for {len(classes)} classes), or remove it."
+        )
 
 
 def read_checkpoint_config(model_name_or_path: str) -> PimConfig:

@@ -276,3 +276,33 @@ def test_a_model_name_or_path_that_is_not_a_pim_model_folder_is_refused_before_r
         f"--model_name_or_path {folder} is a model of type 'vit', not PIM: give a model trained by train_pim.py (its "
         "--output_dir or a checkpoint-* folder) or converted by pim-convert."
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--synthetic_num_classes", "1"], "--synthetic_num_classes 1 (from the command line) must be between 2 and "
+                                           "12."),
+        (["--synthetic_num_classes", "13"], "--synthetic_num_classes 13 (from the command line) must be between 2 and "
+                                            "12."),
+        (["--synthetic_train_per_class", "0"], "--synthetic_train_per_class 0 (from the command line) must be at "
+                                               "least 1."),
+    ],
+)  # fmt: skip
+def test_synthetic_set_sizes_are_refused_by_flag_before_generating_it(tmp_path, flags, expected):
+    synthetic_dir = tmp_path / "synthetic"
+    flags = [*TINY_RUN, "--dataset", "synthetic", "--synthetic_dir", str(synthetic_dir), *flags]
+    assert user_error([*flags, "--output_dir", str(tmp_path / "run")]) == expected
+    assert not synthetic_dir.exists()
+
+
+def test_max_train_samples_that_leaves_a_class_without_images_is_named(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=2)
+    flags = [*TINY_RUN, "--train_dir", str(data_dir / "train"), "--output_dir", str(tmp_path / "run")]
+    assert user_error([*flags, "--max_train_samples", "1"]) == (
+        "--max_train_samples 1 keeps 1 of the 6 training images, which leaves 2 of the 3 classes without any "
+        "('Acadian Flycatcher', 'Cape May Warbler'): a class without training images cannot be learnt. Give a larger "
+        "--max_train_samples (it draws images at random: several per class, e.g. 15 for 3 classes), or remove it."
+    )
+    arguments = train_pim.parse_arguments([*flags, "--max_train_samples", "5"])
+    assert len(train_pim.load_data(arguments[2], seed=0)["train"]) == 5  # every class kept
