@@ -1000,7 +1000,6 @@ def plan_output_directory(
         )
     if checkpoint is not None:
         check_checkpoint(checkpoint, config, output_dir, training_args)
-        logger.info(f"Resuming from {checkpoint} (found in {output_dir}); --overwrite_output_dir true starts over.")
         return checkpoint, evaluation_files(output_dir)
     previous = previous_run_files(output_dir)
     model = model_args.model_name_or_path
@@ -1068,6 +1067,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     label_names = report["class_names"]
     if resume_from is not None:
         check_checkpoint_classes(resume_from, label_names, output_dir, training_args)
+        logger.info(f"Resuming from {resume_from}; --overwrite_output_dir true starts over in {output_dir}.")
     model = build_model(config, model_args, label_names)
     processor = build_processor(model, data_args)
     train_transform = build_train_transform(

@@ -4,6 +4,7 @@ previous run's results beside its model (refused without --overwrite_output_dir,
 """
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -59,7 +60,8 @@ def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
     )
 
 
-def test_a_checkpoint_of_other_classes_is_not_resumed(tmp_path):
+def test_a_checkpoint_of_other_classes_is_not_resumed(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger=train_pim.logger.name)
     data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=2)
     output_dir = tmp_path / "run"
     save_checkpoint(output_dir / "checkpoint-4", labels=("Mallard", "Wood Duck"))
@@ -68,6 +70,7 @@ def test_a_checkpoint_of_other_classes_is_not_resumed(tmp_path):
         "Wood Duck; this data has 3: Acadian Flycatcher, Barn Swallow, Cape May Warbler): use a new --output_dir, or "
         "--overwrite_output_dir true to start over in it (its checkpoints and results are removed)."
     )
+    assert "Resuming from" not in caplog.text  # said only of a checkpoint that is resumed
 
 
 def test_a_new_run_in_a_folder_holding_a_previous_model_or_results_is_refused(tmp_path):
