@@ -192,13 +192,16 @@ def make_hub_parquet_dataset(
     images_per_class: dict[str, int] | None = None,
     unlabeled_splits: tuple[str, ...] = ("test",),
     size: int = 40,
+    split_class_names: dict[str, tuple[str, ...]] | None = None,
 ) -> Path:
     """
     Writes `root` as `Dataset.push_to_hub` writes a dataset repository: `data/<split>-00000-of-00001.parquet` shards
     with an `image` column (`datasets.Image`, the JPEG bytes embedded as `embed_external_files=True` does) and a
     `label` column (`datasets.ClassLabel` of `class_names`), and a README whose `configs` list the shards per split.
     `images_per_class` gives each split's images per class (default: train 3, validation 2, test 2); the splits of
-    `unlabeled_splits` have the label -1 (hidden test labels). Returns `root`, which `datasets.load_dataset` reads.
+    `unlabeled_splits` have the label -1 (hidden test labels); `split_class_names` gives some splits their own
+    `ClassLabel` names (as a split encoded on its own may have them), their labels counted in that order. Returns
+    `root`, which `datasets.load_dataset` reads.
     """
     from datasets import ClassLabel, Dataset, Features
     from datasets import Image as ImageFeature
@@ -206,11 +209,12 @@ def make_hub_parquet_dataset(
 
     root = Path(root)
     images_per_class = images_per_class or {"train": 3, "validation": 2, "test": 2}
-    features = Features({"image": ImageFeature(), "label": ClassLabel(names=list(class_names))})
     for split, count in images_per_class.items():
-        sources = make_image_folders(root.parent / f"{root.name}_sources", (split,), class_names, count, size)
-        paths = [str(path) for name in class_names for path in sorted((sources / split / name).glob("*.jpg"))]
-        labels = [-1 if split in unlabeled_splits else label for label in range(len(class_names)) for _ in range(count)]
+        names = (split_class_names or {}).get(split, class_names)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=list(names))})
+        sources = make_image_folders(root.parent / f"{root.name}_sources", (split,), names, count, size)
+        paths = [str(path) for name in names for path in sorted((sources / split / name).glob("*.jpg"))]
+        labels = [-1 if split in unlabeled_splits else label for label in range(len(names)) for _ in range(count)]
         dataset = Dataset.from_dict({"image": paths, "label": labels}, features=features)
         dataset = dataset.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
         (root / "data").mkdir(parents=True, exist_ok=True)

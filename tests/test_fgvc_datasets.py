@@ -365,3 +365,105 @@ def test_load_hub_dataset_never_reads_a_local_folder_from_a_stale_cache(tmp_path
     assert load_hub_dataset(str(second), cache_dir=str(datasets_cache))["train"].num_rows == 6
     make_hub_parquet_dataset(first, images_per_class={"train": 1}, unlabeled_splits=("train",))  # exported again
     assert list(load_hub_dataset(str(first), cache_dir=str(datasets_cache))["train"]["label"]) == [-1, -1, -1]
+
+
+def test_image_folders_reaching_the_training_images_by_another_path_are_refused(tmp_path):
+    """A test or validation folder that is the training folder under another name: a link, a '..' path, itself."""
+    make_image_folders(tmp_path, splits=("train", "validation"))
+    (tmp_path / "trainlink").symlink_to(tmp_path / "train", target_is_directory=True)
+    first = str(tmp_path / "train" / "Acadian Flycatcher" / "Acadian Flycatcher_0.jpg")
+    for given in (tmp_path / "trainlink", tmp_path / "validation" / ".." / "train", tmp_path / "train"):
+        for argument in ("validation_dir", "test_dir"):
+            with pytest.raises(ValueError) as error:
+                load_image_folders(tmp_path / "train", **{argument: given})
+            split = argument.removesuffix("_dir")
+            other = str(given / "Acadian Flycatcher" / "Acadian Flycatcher_0.jpg")
+            example = " twice" if other == first else f" is also {other!r}"
+            assert str(error.value) == (
+                f"the image folders train_dir={tmp_path / 'train'}, {argument}={given} lists 9 images more than once "
+                f"(compared as files, with links and '..' resolved): 9 in the train and {split} splits, e.g. "
+                f"{first!r}{example}. Give each split its own images."
+            )
+
+
+def test_an_image_linked_twice_within_one_split_is_kept_with_a_warning(tmp_path, caplog):
+    make_image_folders(tmp_path, splits=("train",))
+    first = tmp_path / "train" / "Acadian Flycatcher" / "Acadian Flycatcher_0.jpg"
+    (tmp_path / "train" / "Barn Swallow" / "linked.jpg").symlink_to(first)
+    with caplog.at_level(logging.WARNING):
+        dataset = load_image_folders(tmp_path / "train")
+    assert dataset["train"].num_rows == 10
+    assert (
+        f"the image folders train_dir={tmp_path / 'train'} lists 1 image more than once (compared as files, with "
+        f"links and '..' resolved): 1 in the train split, e.g. {str(first)!r} is also "
+        f"{str(tmp_path / 'train' / 'Barn Swallow' / 'linked.jpg')!r}: each listing is used." in caplog.messages
+    )
+
+
+def test_cub200_image_listed_in_train_and_in_test_is_refused(cub_dir):
+    """The archive readers go through the same guard: one image listed under two ids, train and test."""
+    train_image = "001.Black_footed_Albatross/Black_footed_Albatross_0001.jpg"
+    with (cub_dir / "images.txt").open("a") as file:
+        file.write(f"99 001.Black_footed_Albatross/../{train_image}\n")
+    with (cub_dir / "image_class_labels.txt").open("a") as file:
+        file.write("99 1\n")
+    with (cub_dir / "train_test_split.txt").open("a") as file:
+        file.write("99 0\n")
+    with pytest.raises(ValueError) as error:
+        load_archive("cub200", cub_dir)
+    assert str(error.value) == (
+        f"CUB-200-2011 at {cub_dir} lists 1 image more than once (compared as files, with links and '..' resolved): "
+        f"1 in the train and test splits, e.g. {str(cub_dir / 'images' / train_image)!r} is also "
+        f"{str(cub_dir / 'images' / '001.Black_footed_Albatross' / '..' / train_image)!r}. Give each split its own "
+        "images."
+    )
+
+
+def test_load_hub_dataset_refuses_a_shard_stored_with_other_class_label_names(tmp_path, datasets_cache):
+    """datasets reads every shard with the first one's ClassLabel and keeps the numbers: red test images as 'bleu'."""
+    root = make_hub_parquet_dataset(
+        tmp_path / "colours",
+        class_names=("rouge", "vert", "bleu"),
+        images_per_class={"train": 1, "test": 1},
+        unlabeled_splits=(),
+        split_class_names={"test": ("bleu", "vert", "rouge")},
+    )
+    with pytest.raises(ValueError) as error:
+        load_hub_dataset(str(root), cache_dir=str(datasets_cache))
+    assert str(error.value) == (
+        f"The data file {root / 'data' / 'test-00000-of-00001.parquet'} (test split of {str(root)!r}) stores its "
+        "'label' ClassLabel with the names ['bleu', 'vert', 'rouge'], but datasets.load_dataset reads every file of "
+        "the folder with the names ['rouge', 'vert', 'bleu'] and keeps the label numbers, so that its labels would "
+        "mean other classes: encode every split's labels with one ClassLabel (e.g. class_encode_column on the whole "
+        "dataset before splitting it, or Dataset.align_labels_with_mapping on each split)."
+    )
+
+
+def test_load_hub_dataset_refuses_an_arrow_split_stored_with_other_class_label_names(tmp_path, datasets_cache):
+    """The same for the arrow files `DatasetDict.save_to_disk` writes, which datasets.load_dataset also reads."""
+    features = {names: Features({"label": ClassLabel(names=list(names))}) for names in (("a", "b"), ("b", "a"))}
+    DatasetDict(
+        {
+            "train": Dataset.from_dict({"label": [0, 1]}, features=features["a", "b"]),
+            "test": Dataset.from_dict({"label": [0, 1]}, features=features["b", "a"]),
+        }
+    ).save_to_disk(tmp_path / "saved")
+    with pytest.raises(ValueError, match=r"^The data file .*test/data-00000-of-00001\.arrow \(test split of .*\) "):
+        load_hub_dataset(str(tmp_path / "saved"), cache_dir=str(datasets_cache))
+
+
+def test_load_hub_dataset_refuses_a_data_file_linked_into_two_splits(tmp_path, datasets_cache):
+    root = make_hub_parquet_dataset(tmp_path / "birds", images_per_class={"train": 1}, unlabeled_splits=())
+    (root / "data" / "test-00000-of-00001.parquet").symlink_to(root / "data" / "train-00000-of-00001.parquet")
+    (root / "README.md").write_text(
+        "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"
+        "  - split: test\n    path: data/test-*\n---\n"
+    )
+    with pytest.raises(ValueError) as error:
+        load_hub_dataset(str(root), cache_dir=str(datasets_cache))
+    assert str(error.value) == (
+        f"the dataset {str(root)!r} read by datasets.load_dataset lists 1 data file more than once (compared as "
+        f"files, with links and '..' resolved): 1 in the train and test splits, e.g. "
+        f"{str(root / 'data' / 'train-00000-of-00001.parquet')!r} is also "
+        f"{str(root / 'data' / 'test-00000-of-00001.parquet')!r}. Give each split its own data files."
+    )

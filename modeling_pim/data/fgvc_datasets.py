@@ -11,6 +11,7 @@ and dropped before training rather than crashing it.
 """
 
 import hashlib
+import inspect
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value, load_dataset, load_dataset_builder
 from datasets import config as datasets_config
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers.utils import logging
@@ -37,6 +40,10 @@ IMAGE_COLUMN_CANDIDATES = ("image", "img", "images", "picture", "photo")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label", "class", "category", "target")
 # The environment variables that switch the Hub off for `datasets.load_dataset`.
 OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+# The arguments of `datasets.load_dataset` that `datasets.load_dataset_builder` does not take.
+LOAD_DATASET_ONLY_ARGUMENTS = frozenset(inspect.signature(load_dataset).parameters) - frozenset(
+    inspect.signature(load_dataset_builder).parameters
+)
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,52 @@ def _scan_class_folders(directory: Path, argument: str, allow_empty: bool = Fals
     return {name: [str(directory / path) for path in images] for name, images in found.classes.items()}
 
 
+def _describe_repeated_files(repeated: list[list[tuple[str, str]]], source: str, kind: str) -> str:
+    """
+    "`source` lists N `kind` more than once (...): how many in which splits, e.g. one file and its other spellings",
+    for the listings (split, path as listed) of each file listed more than once.
+    """
+    where = Counter(tuple(dict.fromkeys(split for split, _ in listings)) for listings in repeated)
+    counts = ", ".join(
+        f"{count} in the {' and '.join(splits)} split{'s' if len(splits) > 1 else ''}" for splits, count in where.items()
+    )
+    spellings = list(dict.fromkeys(path for _, path in repeated[0]))
+    example = " twice" if len(spellings) == 1 else " is also " + ", ".join(repr(path) for path in spellings[1:])
+    noun = kind.removesuffix("s") if len(repeated) == 1 else kind
+    return (
+        f"{source} lists {len(repeated)} {noun} more than once (compared as files, with links and '..' resolved): "
+        f"{counts}, e.g. {spellings[0]!r}{example}"
+    )
+
+
+def _check_each_file_in_one_split(files: dict[str, Sequence[str]], source: str, kind: str) -> None:
+    """
+    Refuses a file that `files` (split -> paths) lists in more than one split, comparing the files the paths reach
+    rather than how they are written: a folder given through a symbolic link or a `..` path (e.g. a test folder that is
+    the training folder) lists the same files under other names, and the test would be measured on training images. A
+    file listed more than once within one split (two links to one image) is kept as listed, with a warning.
+
+    Raises:
+        `ValueError`: one line naming `source`, how many `kind` ("images", "data files") are listed in several splits,
+        in which splits, and one such file with each of its spellings.
+    """
+    real_folders: dict[str, str] = {}
+    listings: dict[str, list[tuple[str, str]]] = {}
+    for split, paths in files.items():
+        for path in paths:
+            folder, name = os.path.split(path)
+            if folder not in real_folders:
+                real_folders[folder] = os.path.realpath(folder)
+            real = os.path.join(real_folders[folder], name)
+            listings.setdefault(os.path.realpath(real) if os.path.islink(real) else real, []).append((split, path))
+    repeated = sorted((entries for entries in listings.values() if len(entries) > 1), key=lambda entries: entries[0])
+    shared = [entries for entries in repeated if len({split for split, _ in entries}) > 1]
+    if shared:
+        raise ValueError(f"{_describe_repeated_files(shared, source, kind)}. Give each split its own {kind}.")
+    if repeated:
+        logger.warning(f"{_describe_repeated_files(repeated, source, kind)}: each listing is used.")
+
+
 def _build_dataset_dict(
     splits: dict[str, tuple[list[str], list[int]]],
     class_names: list[str],
@@ -128,10 +181,8 @@ def _build_dataset_dict(
     paths, decoded lazily), after the load-time scan ([`scan_images`], cached in `scan_cache_dir`) left out the images
     that cannot be decoded, reported in `skipped_images`.
     """
+    _check_each_file_in_one_split({split: paths for split, (paths, _) in splits.items()}, source, "images")
     all_paths = [path for paths, _ in splits.values() for path in paths]
-    duplicates = [path for path, count in Counter(all_paths).items() if count > 1]
-    if duplicates:
-        raise ValueError(f"{source} lists {len(duplicates)} images more than once: {format_examples(duplicates)}.")
     if skip_unreadable:
         cache_file = scan_cache_file(scan_cache_dir or default_scan_cache_dir(), source)
         errors = scan_images(all_paths, cache_file, num_workers).errors
@@ -198,7 +249,8 @@ def load_archive(
         [`FgvcDatasetDict`]: the official splits ("train", "test", and "validation" where the archive has one).
 
     Raises:
-        `ValueError`: a file of the archive is missing or malformed (the message names it and the layout expected).
+        `ValueError`: a file of the archive is missing or malformed (the message names it and the layout expected), or
+        an image is listed in two splits.
     """
     archive = read_archive(dataset, data_dir, configuration)
     return _build_dataset_dict(
@@ -241,7 +293,8 @@ def load_image_folders(
 
     Raises:
         `ValueError`: a folder is missing or has no class folders, a class folder of `train_dir` has no images, or a
-        class folder of another split has no counterpart in `train_dir`.
+        class folder of another split has no counterpart in `train_dir`, or an image is in two splits (the files are
+        compared, so a folder reached through a symbolic link or a `..` path is the folder it leads to).
     """
     arguments = {"train": ("train_dir", train_dir), "validation": ("validation_dir", validation_dir)}
     arguments["test"] = ("test_dir", test_dir)
@@ -444,6 +497,64 @@ def _dataset_not_found_message(path: str, error: OSError) -> str:
     )
 
 
+def _file_features(path: str) -> Features | None:
+    """
+    The features a parquet or arrow data file stores in its own schema (`datasets` writes them there, as
+    `Dataset.to_parquet`, `push_to_hub` and `save_to_disk` do), read as `datasets`' parquet and arrow loaders read
+    them; `None` for another kind of file.
+    """
+    if path.endswith(".parquet"):
+        schema = pq.read_schema(path)
+    elif path.endswith(".arrow"):
+        with open(path, "rb") as file:
+            try:
+                schema = pa.ipc.open_stream(file).schema
+            except pa.lib.ArrowInvalid:
+                schema = pa.ipc.open_file(file).schema
+    else:
+        return None
+    return Features.from_arrow_schema(schema)
+
+
+def _check_local_data_files(
+    loaded: DatasetDict, path: str, name: str | None, load_arguments: dict, source: str
+) -> None:
+    """
+    Checks what `datasets.load_dataset` made of the data files of the local folder `path` (as its builder lists them
+    per split): no file in two splits ([`_check_each_file_in_one_split`]), and every parquet or arrow file stored with
+    the `ClassLabel` names it was read with. `datasets` reads every file of a folder with one set of features (its
+    first file's, or its README's) and keeps each file's label numbers, so a split exported with its own `ClassLabel`
+    order (e.g. `class_encode_column` run on each split, a class missing from one of them) would have its labels
+    silently mean other classes.
+
+    Raises:
+        `ValueError`: one line naming the file, the column, its own names, the names it was read with and the fix.
+    """
+    builder_arguments = {key: value for key, value in load_arguments.items() if key not in LOAD_DATASET_ONLY_ARGUMENTS}
+    data_files = load_dataset_builder(path, name=name, **builder_arguments).config.data_files or {}
+    files = {str(split): [str(file) for file in split_files] for split, split_files in data_files.items()}
+    _check_each_file_in_one_split(files, source, "data files")
+    for split, split_files in files.items():
+        if split not in loaded:
+            continue
+        read_with = loaded[split].features
+        for file in split_files:
+            own = _file_features(file) if os.path.isfile(file) else None
+            for column, feature in (own or {}).items():
+                if not isinstance(feature, ClassLabel) or not isinstance(read_with.get(column), ClassLabel):
+                    continue
+                own_names = [normalize_class_name(class_name) for class_name in feature.names]
+                names = [normalize_class_name(class_name) for class_name in read_with[column].names]
+                if own_names != names:
+                    raise ValueError(
+                        f"The data file {file} ({split} split of {path!r}) stores its {column!r} ClassLabel with the "
+                        f"names {feature.names}, but datasets.load_dataset reads every file of the folder with the "
+                        f"names {read_with[column].names} and keeps the label numbers, so that its labels would mean "
+                        "other classes: encode every split's labels with one ClassLabel (e.g. class_encode_column on "
+                        "the whole dataset before splitting it, or Dataset.align_labels_with_mapping on each split)."
+                    )
+
+
 def load_hub_dataset(
     path: str,
     name: str | None = None,
@@ -481,7 +592,9 @@ def load_hub_dataset(
     Raises:
         `FileNotFoundError`: `path` is neither a folder of data files nor a Hub dataset that can be reached; the
         message says which, whether the Hub is switched off (`HF_DATASETS_OFFLINE`, `HF_HUB_OFFLINE`), and the fix.
-        `ValueError`: the columns or labels are not those of an image classification dataset.
+        `ValueError`: the columns or labels are not those of an image classification dataset; or, for a local folder,
+        a data file is listed in two splits, or a parquet or arrow file stores a `ClassLabel` with other names than
+        those `datasets` reads it with (see `_check_local_data_files`).
     """
     for unsupported in ("split", "streaming"):
         if kwargs.get(unsupported):
@@ -489,14 +602,17 @@ def load_hub_dataset(
                 f"load_hub_dataset loads every split of {path!r} into a DatasetDict: {unsupported}= is not supported; "
                 "pick a split from the result instead."
             )
-    if Path(path).expanduser().is_dir():
+    is_local_folder = Path(path).expanduser().is_dir()
+    if is_local_folder:
         kwargs["cache_dir"] = _local_folder_cache_dir(Path(path).expanduser(), kwargs.get("cache_dir"))
     try:
         loaded = load_dataset(path, name=name, **kwargs)
     except (FileNotFoundError, ConnectionError) as error:  # what datasets raises for a path or id it cannot find
         raise FileNotFoundError(_dataset_not_found_message(path, error)) from error
-    dataset_dict = _standardize_columns(loaded, image_column, label_column)
     source = f"the dataset {path!r}" + (f" (configuration {name!r})" if name else "") + " read by datasets.load_dataset"
+    if is_local_folder:
+        _check_local_data_files(loaded, path, name, kwargs, source)
+    dataset_dict = _standardize_columns(loaded, image_column, label_column)
     return FgvcDatasetDict(dataset_dict, source=source)
 
 
