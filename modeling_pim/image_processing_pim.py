@@ -58,7 +58,8 @@ def image_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
        gives the same image.
     2. High bit depth is mapped to 8 bits by its real range, never clipped at 255 (what `image.convert("RGB")` does):
        see `_high_bit_depth_to_8_bits`. A 16-bit gradient becomes the same 8-bit gradient (±1 level).
-    3. Transparency (an alpha band, or a transparent palette entry or gray value) is composited onto white.
+    3. Transparency (an alpha band, or a transparent palette entry, gray value or RGB colour key — PNG's `tRNS`) is
+       composited onto white, and the result holds no transparency key (`info["transparency"]`) any more.
     4. Any other mode (`1`, `L`, `P`, `CMYK`, `YCbCr`, `LA`, `PA`, ...) is converted to `RGB` by PIL.
 
     Args:
@@ -76,12 +77,12 @@ def image_to_rgb(image: PIL.Image.Image) -> PIL.Image.Image:
     image = PIL.ImageOps.exif_transpose(image)
     if image.mode in ("I", "F") or image.mode in SIXTEEN_BIT_MODES:
         image = _high_bit_depth_to_8_bits(image)
-    if image.mode == "RGB":
-        return image
     if "A" in image.getbands() or "a" in image.getbands() or "transparency" in image.info:
         rgba = image.convert("RGBA")
         white = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return PIL.Image.alpha_composite(white, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
     return image.convert("RGB")
 
 

@@ -15,8 +15,9 @@ from tiny_models import tiny_pim_config
 
 from modeling_pim import PimForImageClassification, PimImageProcessor
 from modeling_pim.data.image_files import load_image
-from modeling_pim.data.transforms import build_eval_transform
+from modeling_pim.data.transforms import build_eval_transform, make_transform_fn
 from modeling_pim.image_processing_pim import image_to_rgb
+from modeling_pim.pipeline_pim import PimImageClassificationPipeline
 from modeling_pim.tools import pim_infer
 from modeling_pim.tools.heatmap import MAX_DRAWN_SIDE, drawn_image
 
@@ -83,6 +84,59 @@ def test_transparency_is_composited_onto_white():
     palette.putpixel((1, 0), 1)
     palette.info["transparency"] = 1
     assert pixels(image_to_rgb(palette)).tolist() == [[[200, 0, 0], [255, 255, 255]]]
+
+
+def keyed_rgb_png(path) -> PIL.Image.Image:
+    """
+    An RGB PNG whose blue background is its transparent colour key (`tRNS`) around a red square, written to `path`;
+    returns the picture as browsers show it: the background white.
+    """
+    key = (30, 30, 200)
+    image = PIL.Image.new("RGB", (48, 40), key)
+    image.paste((200, 0, 0), (10, 8, 34, 30))
+    image.save(path, transparency=key)
+    on_white = PIL.Image.new("RGB", image.size, (255, 255, 255))
+    on_white.paste((200, 0, 0), (10, 8, 34, 30))
+    return on_white
+
+
+def test_rgb_colour_key_is_composited_onto_white_like_the_gray_and_palette_keys(tmp_path):
+    on_white = keyed_rgb_png(tmp_path / "keyed.png")
+    with PIL.Image.open(tmp_path / "keyed.png") as keyed:
+        assert keyed.mode == "RGB" and keyed.info["transparency"] == (30, 30, 200)
+        converted = image_to_rgb(keyed)
+    assert pixels(converted).tolist() == pixels(on_white).tolist()
+    assert "transparency" not in converted.info  # no later step may composite it a second way
+    assert pixels(load_image(tmp_path / "keyed.png")).tolist() == pixels(on_white).tolist()
+
+    gray = PIL.Image.new("L", (2, 1), 30)
+    gray.putpixel((1, 0), 90)
+    gray.info["transparency"] = 30
+    assert pixels(image_to_rgb(gray)).tolist() == [[[255, 255, 255], [90, 90, 90]]]
+
+
+def test_rgb_colour_key_training_processor_and_pipeline_agree(tmp_path):
+    """The transform of training and evaluation, the processor and the pipeline see the keyed PNG on white."""
+    on_white = keyed_rgb_png(tmp_path / "keyed.png")
+    processor = PimImageProcessor.for_image_size(64)
+    expected = processor(on_white, return_tensors="pt")["pixel_values"][0]
+    row = {"image": [{"bytes": (tmp_path / "keyed.png").read_bytes(), "path": None}], "label": [0]}
+    training = make_transform_fn(build_eval_transform(processor))(row)["pixel_values"][0]
+    torch.testing.assert_close(training, expected, rtol=0, atol=1e-5)
+    with PIL.Image.open(tmp_path / "keyed.png") as keyed:
+        torch.testing.assert_close(processor(keyed, return_tensors="pt")["pixel_values"][0], expected, rtol=0, atol=0)
+
+    torch.manual_seed(0)
+    classifier = PimImageClassificationPipeline(
+        model=PimForImageClassification(tiny_pim_config(["a", "b", "c"])).eval(), image_processor=processor
+    )
+    with torch.no_grad():
+        logits = classifier.model(pixel_values=expected[None]).logits[0]
+    for source in (str(tmp_path / "keyed.png"), PIL.Image.open(tmp_path / "keyed.png")):
+        answer = classifier(source, top_k=3, function_to_apply="none")
+        assert [prediction["score"] for prediction in answer] == pytest.approx(
+            logits.sort(descending=True).values.tolist(), abs=1e-5
+        )
 
 
 def test_other_modes_become_rgb():
