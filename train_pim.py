@@ -51,6 +51,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from transformers.training_args import ParallelMode
 
 from modeling_pim import PimConfig, PimConfigError, PimForImageClassification, PimImageProcessor
+from modeling_pim.image_processing_pim import RESIZE_RATIO
 from modeling_pim.data.archives import ARCHIVES
 from modeling_pim.data.fgvc_datasets import (
     FgvcDatasetDict,
@@ -89,6 +90,7 @@ from modeling_pim.training.trainer import (
     PimTrainingArguments,
     build_compute_metrics,
     check_training_arguments,
+    evaluation_metric_names,
     stack_heads,
 )
 from modeling_pim.training.transfer import differing_fields, fine_tuning_config, load_for_labels, with_labels
@@ -197,7 +199,8 @@ class ModelArguments:
             "tensors (loss weights, label_smoothing, combiner_dropout, the refinement temperatures, image_size of a "
             "CNN, ...) and refused when they would change them (backbone, num_selects, fpn_size, ...); the others are "
             "the checkpoint's. On other classes than its own, its class-dependent tensors (token classifiers' last "
-            "layer, final classifier) are re-initialised and named in the log; the rest is kept."
+            "layer, final classifier) are re-initialised and named in the log; the rest is kept. Its saved image "
+            "processor (resize, normalisation) is used, with --resize_size and a changed image_size applied."
         },
     )
     backbone_weights: str | None = field(
@@ -277,11 +280,19 @@ class DataTrainingArguments:
         default=400, metadata={"help": "Training images per class of the synthetic demo set (50 for validation and test)."}
     )
     synthetic_dir: str | None = field(
-        default=None, metadata={"help": "Where the synthetic demo set is generated (default: a cache folder)."}
+        default=None,
+        metadata={
+            "help": "Where the synthetic demo set is generated (default: a cache folder): a new or empty folder, or "
+            "one holding a synthetic set (regenerated when its parameters differ); train/, validation/ or test/ "
+            "folders of other files are refused, never deleted."
+        },
     )
     resize_size: int | None = field(
         default=None,
-        metadata={"help": "Resize side before cropping image_size (default: image_size × 510 / 384, the paper's)."},
+        metadata={
+            "help": "Resize side before cropping image_size (default: image_size × 510 / 384, the paper's; with "
+            "--model_name_or_path, the resize of the processor saved with that model, scaled with image_size)."
+        },
     )
     horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips in training."})
     blur_probability: float = field(default=0.1, metadata={"help": "Probability of the Gaussian blur (k=5)."})
@@ -712,14 +723,17 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
             except FileNotFoundError as error:  # the message starts with the name given
                 raise UserInputError(f"--dataset_name {error}") from error
         elif data_args.dataset == "synthetic":
-            root = generate_fine_grained_dataset(
-                data_args.synthetic_dir or default_cache_dir(),
-                num_classes=data_args.synthetic_num_classes,
-                train_per_class=data_args.synthetic_train_per_class,
-                validation_per_class=50,
-                test_per_class=50,
-                seed=0,
-            )
+            try:
+                root = generate_fine_grained_dataset(
+                    data_args.synthetic_dir or default_cache_dir(),
+                    num_classes=data_args.synthetic_num_classes,
+                    train_per_class=data_args.synthetic_train_per_class,
+                    validation_per_class=50,
+                    test_per_class=50,
+                    seed=0,
+                )
+            except FileExistsError as error:  # the message starts with the folder
+                raise UserInputError(f"--synthetic_dir {error}") from error
             datasets = load_image_folders(root / "train", root / "validation", root / "test", **scan)
             datasets.source = f"the synthetic fine-grained demo set at {root}"
         else:
@@ -863,6 +877,46 @@ def build_config(pim_args, model_args: ModelArguments, origins: dict[str, str]) 
     return config
 
 
+def check_metric_for_best_model(config: PimConfig, training_args, origins: dict[str, str]) -> None:
+    """
+    Refuses a `--metric_for_best_model` that is not a metric of PIM's evaluation ([`evaluation_metric_names`], with or
+    without the `eval_` prefix, as Trainer takes it), which Trainer would only find missing after the first evaluation.
+    """
+    metric = training_args.metric_for_best_model
+    if metric is None:
+        return
+    with torch.device("meta"):
+        token_classifiers = PimForImageClassification(config).pim.token_classifiers
+    names = evaluation_metric_names(len(token_classifiers or ()))
+    if metric.removeprefix("eval_") not in names:
+        raise UserInputError(
+            f"{describe_flag('metric_for_best_model', metric, origins)} is not a metric of PIM's evaluation: give one "
+            f"of {', '.join(names)} (with or without the eval_ prefix)."
+        )
+
+
+def short_class_list(names: list[str]) -> str:
+    """How an error names a list of classes: its length and its first three names, `3: blue, green, red`."""
+    return f"{len(names)}: " + ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def check_evaluated_classes(config: PimConfig, model_args: ModelArguments, label_names: list[str]) -> None:
+    """
+    Refuses to evaluate (`--do_train false`) the model of `--model_name_or_path` on data of other classes than its
+    own (names and order): its class-dependent layers would be re-initialised at random ([`load_for_labels`]) and
+    that random head evaluated.
+    """
+    model_classes = list(config.id2label.values())
+    if model_classes != label_names:
+        raise UserInputError(
+            f"--do_train false evaluates the model of --model_name_or_path {model_args.model_name_or_path} as it is, "
+            f"but this data's classes ({short_class_list(label_names)}) are not its classes "
+            f"({short_class_list(model_classes)}): give data of its classes, in its order (class folders are taken "
+            "in sorted order); for images of some of its classes, use pim-infer; to train it on these classes, "
+            "--do_train true."
+        )
+
+
 def build_model(config: PimConfig, model_args: ModelArguments, label_names: list[str]) -> PimForImageClassification:
     """
     The model of `config` ([`build_config`]) for the classes `label_names`: loaded from `--model_name_or_path`
@@ -947,10 +1001,9 @@ def check_checkpoint_classes(checkpoint: str, label_names: list[str], output_dir
     saved = list(PimConfig.from_pretrained(checkpoint).id2label.values())
     if saved != label_names:
         what, fix = _checkpoint_refusal(checkpoint, output_dir, training_args)
-        names = [", ".join(names[:3]) + (", ..." if len(names) > 3 else "") for names in (saved, label_names)]
         raise UserInputError(
-            f"{what} of a model trained on other classes ({len(saved)}: {names[0]}; this data has {len(label_names)}: "
-            f"{names[1]}): {fix}."
+            f"{what} of a model trained on other classes ({short_class_list(saved)}; this data has "
+            f"{short_class_list(label_names)}): {fix}."
         )
 
 
@@ -1015,14 +1068,87 @@ def plan_output_directory(
     return None, evaluation_files(output_dir)
 
 
-def build_processor(model: PimForImageClassification, data_args: DataTrainingArguments) -> PimImageProcessor:
-    pretrained_cfg = timm.models.get_pretrained_cfg(model.config.backbone)
-    return PimImageProcessor.for_image_size(
-        model.config.image_size,
-        resize_size=data_args.resize_size,
-        image_mean=pretrained_cfg.mean if pretrained_cfg else None,
-        image_std=pretrained_cfg.std if pretrained_cfg else None,
+def _describe_processor(processor: PimImageProcessor) -> str:
+    """A processor's sizes and normalisation, as the log gives them: `resize 64, crop 32, mean 0.5 0.5 0.5, std ...`."""
+    mean, std = (" ".join(f"{value:.4g}" for value in values) for values in (processor.image_mean, processor.image_std))
+    return f"resize {processor.size['height']}, crop {processor.crop_size['height']}, mean {mean}, std {std}"
+
+
+def _checkpoint_processor(model_name_or_path: str) -> PimImageProcessor | None:
+    """The image processor saved with the model of `--model_name_or_path` (`preprocessor_config.json`), or `None`."""
+    try:
+        return PimImageProcessor.from_pretrained(model_name_or_path)
+    except OSError:  # what transformers raises when the folder (or Hub repository) has no processor
+        return None
+
+
+def build_processor(
+    config: PimConfig, model_args: ModelArguments, data_args: DataTrainingArguments, origins: dict[str, str]
+) -> PimImageProcessor:
+    """
+    The image processor of the run (evaluation transform, sizes and normalisation of the training augmentation, and
+    the `preprocessor_config.json` saved with the model), decided before any data is read:
+
+    - with `--model_name_or_path` whose model has a saved processor, that processor, so that a model is evaluated and
+      fine-tuned on the inputs it was trained on: its normalisation is kept; its crop becomes `config.image_size` when
+      the run changed it ([`fine_tuning_config`]), its resize becomes `--resize_size` when given, else is scaled with
+      the crop (the checkpoint's ratio);
+    - otherwise a processor for `config.image_size` ([`PimImageProcessor.for_image_size`]): resize `--resize_size`
+      (default: the paper's `image_size` × 510 / 384), normalisation of timm's `pretrained_cfg` of the backbone.
+
+    The log says which, with its sizes and normalisation.
+
+    Raises:
+        [`UserInputError`]: a resize smaller than the crop (`--resize_size` and `--image_size`, with their origins).
+    """
+    image_size, resize_size = config.image_size, data_args.resize_size
+    path = model_args.model_name_or_path
+    saved = _checkpoint_processor(path) if path else None
+    if saved is not None:
+        saved_resize, saved_crop = saved.size["height"], saved.crop_size["height"]
+        default_resize = round(saved_resize * image_size / saved_crop)
+        default = f"the processor of --model_name_or_path {path}: resize {saved_resize} for crop {saved_crop}"
+    else:
+        default_resize = round(image_size * RESIZE_RATIO)
+        default = f"image_size × 510 / 384: {default_resize}"
+    if resize_size is not None and resize_size < image_size:
+        image_size_origin = f"from --model_name_or_path {path}" if path else "default"
+        raise UserInputError(
+            f"{describe_flag('resize_size', resize_size, origins)} is smaller than "
+            f"{describe_flag('image_size', image_size, origins, image_size_origin)}: the image_size crop is taken from "
+            f"the resized image. Give --resize_size {image_size} or more, or leave it out (default: {default})."
+        )
+    resize_size = resize_size or default_resize
+    if saved is None:
+        pretrained_cfg = timm.models.get_pretrained_cfg(config.backbone)
+        processor = PimImageProcessor.for_image_size(
+            image_size,
+            resize_size=resize_size,
+            image_mean=pretrained_cfg.mean if pretrained_cfg else None,
+            image_std=pretrained_cfg.std if pretrained_cfg else None,
+        )
+        normalisation = f"timm's of {config.backbone}" if pretrained_cfg else "ImageNet's"
+        described = _describe_processor(processor)
+        none_saved = f" (--model_name_or_path {path} has no saved processor)" if path else ""
+        logger.info(
+            f"Processor: built for image_size {image_size}{none_saved} ({described}; normalisation: {normalisation})."
+        )
+        return processor
+    processor = PimImageProcessor.from_dict(
+        saved.to_dict(),
+        size={"height": resize_size, "width": resize_size},
+        crop_size={"height": image_size, "width": image_size},
     )
+    changed = [
+        f"{name} {new} (the checkpoint's: {old})"
+        for name, new, old in (("resize", resize_size, saved_resize), ("crop", image_size, saved_crop))
+        if new != old
+    ]
+    logger.info(
+        f"Processor: the one saved with --model_name_or_path {path} ({_describe_processor(processor)})"
+        + (f"; set for this run: {', '.join(changed)}." if changed else ".")
+    )
+    return processor
 
 
 def write_test_predictions(path: Path, dataset, heads, id2label: dict[int, str]) -> None:
@@ -1050,6 +1176,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     check_arguments(pim_args, model_args, data_args, training_args, origins)
     output_dir = check_output_directory(training_args.output_dir, "--output_dir")
     config = build_config(pim_args, model_args, origins)
+    processor = build_processor(config, model_args, data_args, origins)
+    check_metric_for_best_model(config, training_args, origins)
     resume_from, previous_files = plan_output_directory(output_dir, config, model_args, training_args)
     set_seed(training_args.seed)
 
@@ -1068,8 +1196,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     if resume_from is not None:
         check_checkpoint_classes(resume_from, label_names, output_dir, training_args)
         logger.info(f"Resuming from {resume_from}; --overwrite_output_dir true starts over in {output_dir}.")
+    if model_args.model_name_or_path and not training_args.do_train:
+        check_evaluated_classes(config, model_args, label_names)
     model = build_model(config, model_args, label_names)
-    processor = build_processor(model, data_args)
     train_transform = build_train_transform(
         processor, data_args.horizontal_flip, data_args.blur_probability, data_args.sharpness_probability
     )

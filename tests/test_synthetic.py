@@ -135,6 +135,38 @@ def test_changed_parameters_or_missing_files_regenerate(tmp_path):
     assert missing.read_bytes() == expected
 
 
+def test_split_folders_of_other_files_are_refused_and_kept(tmp_path):
+    (tmp_path / "test" / "mydata").mkdir(parents=True)
+    (tmp_path / "test" / "mydata" / "notes.txt").write_text("precious")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "keep.txt").write_text("precious")
+    with pytest.raises(FileExistsError) as error:
+        generate_fine_grained_dataset(tmp_path, **SMALL)
+    assert str(error.value) == (
+        f"{tmp_path} holds train/, test/ folders that are not a synthetic set (2 files or folders the generator did "
+        "not write: train/keep.txt, test/mydata), which generating the set there would delete: give an empty or new "
+        "folder."
+    )
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "test", "test/mydata", "test/mydata/notes.txt", "train", "train/keep.txt"
+    ]  # fmt: skip
+    # A file among the generator's own class folders is the user's too.
+    root = generate_fine_grained_dataset(tmp_path / "set", **SMALL)
+    (root / "validation" / class_names(3)[0] / "mine.jpg").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match=r"\(1 files or folders the generator did not write: validation/"):
+        generate_fine_grained_dataset(root, **{**SMALL, "test_per_class": 2})
+    assert (root / "validation" / class_names(3)[0] / "mine.jpg").read_bytes() == b"precious"
+
+
+def test_an_interrupted_generation_is_regenerated(tmp_path):
+    root = generate_fine_grained_dataset(tmp_path, **SMALL)
+    expected = png_bytes(root)
+    (root / "dataset_info.json").unlink()  # as when a generation stops before its end
+    (root / "test" / class_names(3)[2] / "0000.png").unlink()
+    generate_fine_grained_dataset(tmp_path, **SMALL)
+    assert png_bytes(root) == expected
+
+
 def test_global_colour_statistics_do_not_give_the_class_away(shortcut_dataset):
     train_images, train_labels, _ = load_split(shortcut_dataset, ("train",))
     images, labels, _ = load_split(shortcut_dataset, ("validation", "test"))

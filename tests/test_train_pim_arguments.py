@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import train_pim  # noqa: E402
-from modeling_pim import PimForImageClassification  # noqa: E402
+from modeling_pim import PimForImageClassification, PimImageProcessor  # noqa: E402
 from modeling_pim.training.transfer import with_labels  # noqa: E402
 from modeling_pim.utils.cli import UserInputError, run_command  # noqa: E402
 from test_train_pim import TINY_RUN, user_error  # noqa: E402
@@ -239,6 +239,9 @@ def test_model_flags_that_keep_the_checkpoints_tensors_are_applied_and_logged(tm
 
 def test_a_run_from_a_checkpoint_records_the_configuration_it_used(tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path / "trained")
+    PimImageProcessor.for_image_size(32, resize_size=40, image_mean=[0.5] * 3, image_std=[0.25] * 3).save_pretrained(
+        checkpoint
+    )
     data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=2)
     output_dir = tmp_path / "run"
     train_pim.main([*TINY_RUN, "--model_name_or_path", str(checkpoint), "--lambda_b", "7", "--image_size", "64",
@@ -250,6 +253,100 @@ def test_a_run_from_a_checkpoint_records_the_configuration_it_used(tmp_path):
     assert all(recipe[name] == config[name] for name in recipe if name in config)
     assert {"image_size", "lambda_b", "num_selects", "fpn_size"} <= set(recipe)
     assert recipe["model_name_or_path"] == str(checkpoint)
+    # The checkpoint's processor, its crop set to the new image_size and its resize scaled with it.
+    processor = json.loads((output_dir / "preprocessor_config.json").read_text())
+    assert (processor["size"], processor["crop_size"]) == ({"height": 80, "width": 80}, {"height": 64, "width": 64})
+    assert (processor["image_mean"], processor["image_std"]) == ([0.5] * 3, [0.25] * 3)
+
+
+def processor_of(*flags: str) -> PimImageProcessor:
+    """The processor train_pim.py builds for TINY_RUN + `flags`."""
+    pim_args, model_args, data_args, _, origins = train_pim.parse_arguments([*TINY_RUN, *flags])
+    return train_pim.build_processor(train_pim.build_config(pim_args, model_args, origins), model_args, data_args,
+                                     origins)  # fmt: skip
+
+
+def sizes(processor: PimImageProcessor) -> tuple:
+    return processor.size["height"], processor.crop_size["height"], processor.image_mean, processor.image_std
+
+
+def test_a_run_from_a_checkpoint_uses_its_saved_processor_with_the_sizes_set_for_the_run(tmp_path, caplog):
+    checkpoint = save_tiny_checkpoint(tmp_path / "trained")
+    timm_normalisation = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # test_resnet's pretrained_cfg
+    saved_normalisation = (0.25, 0.25, 0.25), (0.125, 0.125, 0.125)
+    start = ["--model_name_or_path", str(checkpoint)]
+    # A checkpoint without a processor: one is built as for a new model.
+    assert sizes(processor_of(*start)) == (42, 32, *timm_normalisation)
+    saved = PimImageProcessor.for_image_size(32, resize_size=64, image_mean=[0.25] * 3, image_std=[0.125] * 3)
+    saved.save_pretrained(checkpoint)
+    with caplog.at_level(logging.INFO):
+        assert sizes(processor_of(*start)) == (64, 32, *saved_normalisation)
+    assert (
+        f"Processor: the one saved with --model_name_or_path {checkpoint} (resize 64, crop 32, mean 0.25 0.25 0.25, "
+        "std 0.125 0.125 0.125)."
+    ) in caplog.text
+    assert sizes(processor_of(*start, "--resize_size", "48")) == (48, 32, *saved_normalisation)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert sizes(processor_of(*start, "--image_size", "64")) == (128, 64, *saved_normalisation)
+    assert "; set for this run: resize 128 (the checkpoint's: 64), crop 64 (the checkpoint's: 32)." in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert sizes(processor_of()) == (42, 32, *timm_normalisation)
+    assert (
+        "Processor: built for image_size 32 (resize 42, crop 32, mean 0.5 0.5 0.5, std 0.5 0.5 0.5; "
+        "normalisation: timm's of test_resnet)."
+    ) in caplog.text
+
+
+def test_a_resize_smaller_than_the_crop_is_refused_by_flag_before_reading_images(tmp_path):
+    assert refused_before_reading_images(tmp_path, *TINY_RUN, "--resize_size", "16") == (
+        "--resize_size 16 (from the command line) is smaller than --image_size 32 (from the command line): the "
+        "image_size crop is taken from the resized image. Give --resize_size 32 or more, or leave it out (default: "
+        "image_size × 510 / 384: 42)."
+    )
+    checkpoint = save_tiny_checkpoint(tmp_path / "trained", "--image_size", "64")
+    PimImageProcessor.for_image_size(64, resize_size=70).save_pretrained(checkpoint)
+    recipe = tmp_path / "resize.yaml"
+    recipe.write_text("resize_size: 48\n")
+    flags = [str(recipe), *tiny_run_without("image_size"), "--model_name_or_path", str(checkpoint)]
+    assert refused_before_reading_images(tmp_path, *flags) == (
+        f"--resize_size 48 (from the recipe {recipe}) is smaller than --image_size 64 (from --model_name_or_path "
+        f"{checkpoint}): the image_size crop is taken from the resized image. Give --resize_size 64 or more, or leave "
+        f"it out (default: the processor of --model_name_or_path {checkpoint}: resize 70 for crop 64)."
+    )
+
+
+def test_a_metric_for_best_model_that_evaluation_does_not_give_is_refused_before_reading_images(tmp_path):
+    assert refused_before_reading_images(tmp_path, *TINY_RUN, "--metric_for_best_model", "acc") == (
+        "--metric_for_best_model acc (from the command line) is not a metric of PIM's evaluation: give one of loss, "
+        "accuracy, top5_accuracy, mean_per_class_accuracy, layer1_accuracy, layer2_accuracy, layer3_accuracy, "
+        "layer4_accuracy (with or without the eval_ prefix)."
+    )
+    assert refused_before_reading_images(tmp_path, *TINY_RUN, "--metric_for_best_model", "layer5_accuracy").startswith(
+        "--metric_for_best_model layer5_accuracy (from the command line) is not a metric of PIM's evaluation: "
+    )
+    for metric in ("eval_layer4_accuracy", "mean_per_class_accuracy", "loss"):
+        pim_args, model_args, _, training_args, origins = train_pim.parse_arguments(
+            [*TINY_RUN, "--metric_for_best_model", metric]
+        )
+        train_pim.check_metric_for_best_model(train_pim.build_config(pim_args, model_args, origins), training_args,
+                                              origins)  # fmt: skip
+
+
+def test_evaluating_a_model_on_data_of_other_classes_is_refused_and_writes_nothing(tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "trained")
+    data_dir = make_image_folders(tmp_path / "data", splits=("train", "test"), class_names=("blue", "green", "red"),
+                                  images_per_class=1)  # fmt: skip
+    flags = [*TINY_RUN, "--model_name_or_path", str(checkpoint), "--do_train", "false", "--output_dir",
+             str(checkpoint), "--train_dir", str(data_dir / "train"), "--test_dir", str(data_dir / "test")]  # fmt: skip
+    assert user_error(flags) == (
+        f"--do_train false evaluates the model of --model_name_or_path {checkpoint} as it is, but this data's classes "
+        "(3: blue, green, red) are not its classes (3: Acadian Flycatcher, Barn Swallow, Cape May Warbler): give data "
+        "of its classes, in its order (class folders are taken in sorted order); for images of some of its classes, "
+        "use pim-infer; to train it on these classes, --do_train true."
+    )
+    assert not (checkpoint / "test_results.json").exists()
 
 
 def test_a_model_name_or_path_that_is_not_a_pim_model_folder_is_refused_before_reading_images(tmp_path):

@@ -24,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..utils.cache import cache_dir
+from ..utils.cli import UserInputError, run_command
 
 GENERATOR_VERSION = 1
 SPLITS = ("train", "validation", "test")
@@ -273,6 +276,31 @@ def _is_complete(output_dir: Path, parameters: dict) -> bool:
     return all((output_dir / path).is_file() for *_, path in _image_paths(parameters))
 
 
+def _files_not_generated(output_dir: Path) -> list[Path]:
+    """
+    The files and folders under the split folders of `output_dir` that this generator does not write (it writes
+    `<split>/<class name>/<NNNN>.png`, for class names of [`class_names`]): what regenerating would delete.
+    """
+    own_classes = set(class_names(MAX_NUM_CLASSES))
+    foreign = []
+    for split in SPLITS:
+        if not (output_dir / split).exists():
+            continue
+        if not (output_dir / split).is_dir():
+            foreign.append(output_dir / split)
+            continue
+        for entry in sorted((output_dir / split).iterdir()):
+            if entry.name not in own_classes or not entry.is_dir() or entry.is_symlink():
+                foreign.append(entry)
+                continue
+            foreign += [
+                path
+                for path in sorted(entry.iterdir())
+                if not (re.fullmatch(r"\d{4}\.png", path.name) and path.is_file() and not path.is_symlink())
+            ]
+    return foreign
+
+
 def _write_json(path: Path, content: dict) -> None:
     """Writes `content` to `path` atomically, so that a partial file is never taken for a finished one."""
     temporary = path.with_name(path.name + ".tmp")
@@ -292,7 +320,8 @@ def generate_fine_grained_dataset(
     """Writes the synthetic fine-grained dataset to `output_dir` and returns its path.
 
     Nothing is written when `output_dir` already holds a complete dataset generated with the same parameters.
-    Otherwise the `train`, `validation` and `test` folders of `output_dir` are deleted and generated again. Every
+    Otherwise the `train`, `validation` and `test` folders of `output_dir` are deleted and generated again, when they
+    hold only what the generator writes (a set generated with other parameters, or an interrupted generation). Every
     image is drawn from its own random stream seeded by `(seed, split, label, index)`, so the files are
     byte-identical for a given seed whatever the other counts are.
 
@@ -307,6 +336,10 @@ def generate_fine_grained_dataset(
 
     Returns:
         The path of the dataset folder.
+
+    Raises:
+        `ValueError`: a parameter out of range. `FileExistsError`: a split folder of `output_dir` holds files or
+        folders that the generator did not write (the user's own data), which are never deleted.
     """
     if image_size < MIN_IMAGE_SIZE:
         raise ValueError(f"image_size must be at least {MIN_IMAGE_SIZE}, got {image_size}.")
@@ -318,6 +351,15 @@ def generate_fine_grained_dataset(
     )
     if _is_complete(output_dir, parameters):
         return output_dir
+    foreign = _files_not_generated(output_dir)
+    if foreign:
+        listed = ", ".join(str(path.relative_to(output_dir)) for path in foreign[:3])
+        raise FileExistsError(
+            f"{output_dir} holds {'/, '.join(split for split in SPLITS if (output_dir / split).exists())}/ folders "
+            f"that are not a synthetic set ({len(foreign)} files or folders the generator did not write: {listed}"
+            f"{', ...' if len(foreign) > 3 else ''}), which generating the set there would delete: give an empty or "
+            "new folder."
+        )
     (output_dir / INFO_FILENAME).unlink(missing_ok=True)
     for split in SPLITS:
         shutil.rmtree(output_dir / split, ignore_errors=True)
@@ -352,14 +394,17 @@ def main(argv: list[str] | None = None) -> None:
     """Command line entry point: `python -m modeling_pim.data.synthetic OUTPUT_DIR [--num_classes ...]`."""
     arguments = _parse_args(argv)
     start = time.perf_counter()
-    path = generate_fine_grained_dataset(**vars(arguments))
+    try:
+        path = generate_fine_grained_dataset(**vars(arguments))
+    except (FileExistsError, ValueError) as error:
+        raise UserInputError(str(error)) from error
     counts = json.loads((path / INFO_FILENAME).read_text())["counts"]
     summary = ", ".join(f"{counts[split]} {split}" for split in SPLITS)
     print(f"Synthetic dataset at {path}: {summary} images ({time.perf_counter() - start:.1f} s).")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_command("python -m modeling_pim.data.synthetic", main))
 
 
 __all__ = [

@@ -186,6 +186,16 @@ def stack_heads(logits: torch.Tensor | tuple, labels: torch.Tensor) -> torch.Ten
     return torch.stack([final, *layer_logits], dim=1)
 
 
+def evaluation_metric_names(num_layer_heads: int, top_k: int = 5) -> list[str]:
+    """
+    The names of the evaluation metrics of a model with `num_layer_heads` layer heads (`layer_logits`), without
+    Trainer's `eval_` prefix: `loss` (Trainer's), then those of [`build_compute_metrics`] but `num_samples`, the
+    values `metric_for_best_model` can select on.
+    """
+    layers = [f"layer{layer}_accuracy" for layer in range(1, num_layer_heads + 1)]
+    return ["loss", "accuracy", f"top{top_k}_accuracy", "mean_per_class_accuracy", *layers]
+
+
 def build_compute_metrics(top_k: int = 5) -> Callable[[EvalPrediction], dict[str, float]]:
     """
     `compute_metrics` for predictions from [`stack_heads`]: `accuracy` (top-1 through `evaluate`),
@@ -212,5 +222,6 @@ __all__ = [
     "RefinementEpochCallback",
     "build_compute_metrics",
     "check_training_arguments",
+    "evaluation_metric_names",
     "stack_heads",
 ]
