@@ -146,7 +146,7 @@ def test_push_to_hub_and_train_pim_name_a_damaged_model_file(case, model_dir, tm
     folders = make_image_folders(tmp_path / "data")
     arguments = [
         "--dataset", "folders", "--train_dir", str(folders / "train"), "--model_name_or_path", str(model),
-        "--output_dir", str(tmp_path / "run"), "--use_cpu", "true", "--report_to", "none",
+        "--output_dir", str(tmp_path / "run"), "--do_train", "true", "--use_cpu", "true", "--report_to", "none",
     ]  # fmt: skip
     assert run_command("train_pim.py", train_pim.main, arguments) == 2
     stderr = capsys.readouterr().err
