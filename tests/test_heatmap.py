@@ -1,10 +1,12 @@
 """`compute_heatmap` and `pim-heatmap`: shapes, range, class-awareness, selected tokens, PNG and input errors."""
 
+import copy
 import unicodedata
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from tiny_models import tiny_pim_config
@@ -76,6 +78,41 @@ def test_heatmap_is_class_aware(model, pixel_values):
 
     assert np.abs(maps[0] - maps[1]).max() > 0.05
     np.testing.assert_array_equal(default.heatmap, maps[default.predicted_class])
+
+
+def _constant_token_classifier(model, layer):
+    """A copy of `model` whose token classifier of `layer` gives every token the same logits (its last bias)."""
+    constant = copy.deepcopy(model)
+    with torch.no_grad():
+        constant.pim.token_classifiers[layer].layers[-1].weight.zero_()
+    return constant
+
+
+def test_constant_layers_contribute_zeros(model, pixel_values):
+    """A constant map (the 1×1 last layer; here every layer) is zeros, not bilinear rounding stretched to [0, 1]."""
+    constant = model
+    for layer in range(len(NUM_SELECTS)):
+        constant = _constant_token_classifier(constant, layer)
+
+    heatmap = compute_heatmap(constant, pixel_values, target_class=1).heatmap
+
+    np.testing.assert_array_equal(heatmap, np.zeros((64, 64), dtype=np.float32))
+
+
+def test_a_constant_layer_adds_nothing_to_the_mean(model, pixel_values):
+    """With the last layer's map constant, the heatmap is the mean of before less that layer's quarter, nothing added."""
+    result = compute_heatmap(model, pixel_values, target_class=1)
+    constant = compute_heatmap(_constant_token_classifier(model, 3), pixel_values, target_class=1)
+
+    with torch.no_grad():
+        token_logits = model(pixel_values=pixel_values).token_logits[3][0, :, 1]
+    last_layer = F.interpolate(
+        ((token_logits - token_logits.min()) / (token_logits.max() - token_logits.min())).reshape(1, 1, 2, 2),
+        size=(64, 64),
+        mode="bilinear",
+        align_corners=False,
+    )[0, 0].numpy()
+    np.testing.assert_allclose(constant.heatmap, result.heatmap - last_layer / 4, atol=1e-6)
 
 
 def test_heatmap_takes_one_image_of_a_valid_class(model):

@@ -3,8 +3,10 @@ Class-aware heatmaps of a PIM model: the work of `pim-heatmap MODEL IMAGE --outp
 (its command line is [`modeling_pim.tools.pim_heatmap`]).
 
 For a class `c` (the predicted class, or `--target_class`), every layer's token classifier scores each of its tokens:
-`token_logits[i][:, :, c]`, a `(h_i, w_i)` map once put back on the layer's grid. The maps are upsampled to the model
-input, min-max normalised per layer and averaged over the layers.
+`token_logits[i][:, :, c]`, a `(h_i, w_i)` map once put back on the layer's grid. Each layer's map is min-max
+normalised on its grid (a map that is constant, such as the single token of a 1×1 last layer, becomes zeros), then
+upsampled to the model input, and the maps are averaged over the layers. Normalising before upsampling keeps the
+float rounding of the interpolation (about 1e-6) from being stretched to [0, 1] in a constant layer.
 
 Why logits rather than the softmax probability of `c` per token: a token's logit of `c` is a linear read-out (the
 token classifier's last 1×1 convolution) of the token's features, so the map is a class activation map (Zhou et al.,
@@ -72,10 +74,20 @@ class HeatmapResult(NamedTuple):
     probabilities: np.ndarray
 
 
+# A map whose span is below this fraction of its largest magnitude is constant up to float rounding.
+CONSTANT_MAP_TOLERANCE = 1e-5
+
+
 def _normalise(values: torch.Tensor) -> torch.Tensor:
-    """Min-max normalisation to [0, 1] (a constant map becomes zeros)."""
-    span = values.max() - values.min()
-    return (values - values.min()) / span if span > 0 else torch.zeros_like(values)
+    """
+    Min-max normalisation to [0, 1]. A map that is constant up to float rounding (span at most
+    `CONSTANT_MAP_TOLERANCE` times its largest magnitude) becomes zeros.
+    """
+    low, high = values.min(), values.max()
+    span = high - low
+    if span <= CONSTANT_MAP_TOLERANCE * torch.maximum(low.abs(), high.abs()):
+        return torch.zeros_like(values)
+    return (values - low) / span
 
 
 def _token_centres(indices: torch.Tensor, grid_size: int, image_size: tuple[int, int]) -> np.ndarray:
@@ -124,9 +136,9 @@ def compute_heatmap(
     grid_sizes = model.pim.backbone.grid_sizes
     layer_maps = []
     for token_logits, grid_size in zip(outputs.token_logits, grid_sizes):
-        scores = token_logits[0, :, target].float().reshape(1, 1, grid_size, grid_size)  # (1, 1, h_i, w_i)
-        upsampled = F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)[0, 0]  # (H, W)
-        layer_maps.append(_normalise(upsampled))
+        scores = _normalise(token_logits[0, :, target].float())  # (h_i * w_i,)
+        scores = scores.reshape(1, 1, grid_size, grid_size)  # (1, 1, h_i, w_i)
+        layer_maps.append(F.interpolate(scores, size=image_size, mode="bilinear", align_corners=False)[0, 0])  # (H, W)
     heatmap = torch.stack(layer_maps).mean(dim=0)
     selected_centres = [
         _token_centres(indices[0], grid_size, image_size)
