@@ -223,6 +223,24 @@ def test_class_folders_are_matched_in_unicode_nfc_as_training_matches_them():
     assert match_class_folders([nfc], {nfd: 3}) == {nfc: 3}  # a model whose names were stored in NFD
 
 
+def test_a_rerun_removes_the_previous_runs_outputs_only(model_dir, class_folders, tmp_path, capsys):
+    """An unlabeled run into the folder of a labeled one leaves no stale confusion matrix; other files stay."""
+    output = tmp_path / "out"
+    assert run(model_dir, class_folders, "--output_dir", output) == 0
+    (output / "confusion_matrix_classes.csv").write_text("class_id,name\n")  # as written when no font has the names
+    (output / "notes.txt").write_text("mine")
+    capsys.readouterr()
+
+    assert run(model_dir, class_folders, "--output_dir", output, "--ignore_labels") == 0
+
+    assert (
+        f"Removed the previous run's predictions.csv, infer_results.json, confusion_matrix.png, "
+        f"confusion_matrix_classes.csv from {output}.\n"
+    ) in capsys.readouterr().out
+    assert sorted(path.name for path in output.iterdir()) == ["infer_results.json", "notes.txt", "predictions.csv"]
+    assert "accuracy" not in json.loads((output / "infer_results.json").read_text())
+
+
 def test_unknown_class_folder_is_an_error_naming_it(model_dir, class_folders, tmp_path, capsys):
     write_images(class_folders / "004.Rhinoceros_Auklet", 1, seed=9)
     write_images(class_folders / "Sooty Albatros", 1, seed=9)

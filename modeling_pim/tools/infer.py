@@ -32,6 +32,9 @@ Outputs in `--output_dir`:
 - `confusion_matrix.png` (class folders only): row-normalised, classes sorted by id, readable at 200 classes; when
   its axes carry class ids instead of names (many classes, or names no installed font can draw),
   `confusion_matrix_classes.csv` beside it maps the ids to the names.
+
+These four names are pim-infer's own: a run first deletes the ones an earlier run left in `--output_dir` (and says
+so), so that the folder never pairs new predictions with another run's confusion matrix. Other files are left alone.
 """
 
 import argparse
@@ -450,6 +453,30 @@ def font_with_glyphs(text: str) -> str | None:
     return None
 
 
+def classes_table_path(path: str | os.PathLike) -> Path:
+    """The id → name table written beside the confusion matrix `path` when its axes carry class ids."""
+    return Path(path).with_name(Path(path).stem + "_classes.csv")
+
+
+OUTPUT_FILENAMES = (
+    PREDICTIONS_FILENAME,
+    RESULTS_FILENAME,
+    CONFUSION_MATRIX_FILENAME,
+    classes_table_path(CONFUSION_MATRIX_FILENAME).name,
+)
+
+
+def remove_previous_outputs(output_dir: Path) -> list[str]:
+    """
+    Deletes the files of `OUTPUT_FILENAMES` (pim-infer's own outputs) that an earlier run left in `output_dir`, so
+    that none of them survives beside this run's; returns the names deleted. Nothing else in the folder is touched.
+    """
+    removed = [name for name in OUTPUT_FILENAMES if (output_dir / name).is_file()]
+    for name in removed:
+        (output_dir / name).unlink()
+    return removed
+
+
 def plot_confusion_matrix(
     matrix: np.ndarray, id2label: dict[int, str], path: str | os.PathLike, title: str
 ) -> Path | None:
@@ -490,7 +517,7 @@ def plot_confusion_matrix(
         ticks = range(0, num_shown, max(1, num_shown // 20))
         axes.set_xticks(ticks, [str(shown[tick]) for tick in ticks], rotation=90, fontsize=7)
         axes.set_yticks(ticks, [str(shown[tick]) for tick in ticks], fontsize=7)
-        table = Path(path).with_name(Path(path).stem + "_classes.csv")
+        table = classes_table_path(path)
         with open(table, "w", newline="", encoding="utf-8") as file:
             csv.writer(file).writerows([("class_id", "name"), *zip(shown.tolist(), names)])
         what = f"class id (names in {table.name})"
@@ -555,6 +582,9 @@ def run_inference(args: argparse.Namespace) -> dict[str, Any]:
     dtype = resolve_dtype(args.dtype, device)
     logits, indices, errors = predict(model, processor, images, args.batch_size, args.num_workers, dtype)
     output_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_previous_outputs(output_dir)
+    if removed:
+        print(f"Removed the previous run's {', '.join(removed)} from {output_dir}.")
     write_predictions(output_dir / PREDICTIONS_FILENAME, images, logits, indices, id2label, args.top_k)
     results: dict[str, Any] = {
         "model": args.model,
@@ -631,6 +661,7 @@ __all__ = [
     "plot_confusion_matrix",
     "predict",
     "print_summary",
+    "remove_previous_outputs",
     "resolve_device",
     "resolve_dtype",
     "run_inference",
