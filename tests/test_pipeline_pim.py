@@ -14,6 +14,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from transformers import ImageClassificationPipeline, pipeline
 
 from tiny_models import run_as_remote_code, tiny_pim_config
 
@@ -150,3 +151,23 @@ def test_feature_extraction_embeds_a_16_bit_image_as_its_8_bit_twin(remote_code_
     assert len(answers["batch_embeddings"]) == 6
     for embedding in answers["batch_embeddings"]:
         assert embedding == pytest.approx(answers["embedding8"], abs=1e-5)
+
+
+def test_pipelines_built_directly_on_model_instances_decode_as_the_saved_ones(remote_code_answers):
+    """`pipeline(task, model=instance)` ignores `custom_pipelines`; the README's direct construction decodes as PIM."""
+    answers, folder = remote_code_answers
+    model = PimForImageClassification.from_pretrained(folder).eval()
+    processor = PimImageProcessor.from_pretrained(folder)
+
+    def scores(predictions):
+        return [[prediction["label"], pytest.approx(prediction["score"], abs=1e-6)] for prediction in predictions]
+
+    classifier = pipeline_pim.PimImageClassificationPipeline(model=model, image_processor=processor)
+    extractor = pipeline_pim.PimImageFeatureExtractionPipeline(model=model.pim, image_processor=processor)
+    stock = pipeline("image-classification", model=model, image_processor=processor)
+
+    for name in ("gradient16", "transparent"):
+        assert answers[name] == scores(classifier(str(folder / f"{name}.png"), top_k=3)), name
+        assert answers[f"plain_{name}"] == scores(stock(str(folder / f"{name}.png"), top_k=3)), name
+    assert type(stock) is ImageClassificationPipeline
+    assert extractor(str(folder / "gradient16.png"))[0] == pytest.approx(answers["embedding8"], abs=1e-6)

@@ -2,18 +2,23 @@
 Classification metrics: plain NumPy functions (top-k accuracy, mean per-class accuracy) and top-1 accuracy through
 an `evaluate` module — the Hub's `accuracy` when the Hub can be used, else the identical copy bundled in
 `modeling_pim/training/evaluate_modules/accuracy`, so that evaluation also works offline. Also how well image
-embeddings (`PimModel`'s `pooler_output`) retrieve images of the same class.
+embeddings (`PimModel`'s `pooler_output`) retrieve images of the same class, and [`with_image_to_rgb`], which makes
+`evaluate`'s image-classification evaluator see a dataset's images as PIM's pipelines and `pim-infer` do.
 """
 
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
+import datasets
 import evaluate
 import numpy as np
 import torch
 from huggingface_hub import constants as hub_constants
 from transformers.utils import ModelOutput, logging
+
+from ..image_processing_pim import image_to_rgb
 
 
 logger = logging.get_logger(__name__)
@@ -124,6 +129,36 @@ def load_accuracy_metric(**kwargs) -> evaluate.EvaluationModule:
     return evaluate.load(str(BUNDLED_ACCURACY_PATH), **kwargs)
 
 
+def _images_to_rgb(batch: dict[str, list[Any]], image_column: str) -> dict[str, list[Any]]:
+    """A `with_transform` batch with the images of `image_column` (when the access reads it) through `image_to_rgb`."""
+    if image_column not in batch:
+        return batch
+    return {**batch, image_column: [image_to_rgb(image) for image in batch[image_column]]}
+
+
+def with_image_to_rgb(dataset: datasets.Dataset, image_column: str = "image") -> datasets.Dataset:
+    """
+    `dataset` whose images are converted by [`image_to_rgb`] as they are read (a lazy `with_transform`: nothing is
+    decoded or stored in advance; it replaces any transform `dataset` had).
+
+    `evaluate.evaluator("image-classification")` builds transformers' own `ImageClassificationPipeline` from a model
+    instance (it never reads `config.custom_pipelines`), whose `load_image` calls `image.convert("RGB")`: 16-bit
+    images clipped at 255, transparent pixels showing the colour they hide. Given this dataset, the pipeline receives
+    the RGB images PIM's pipelines and `pim-infer` make (its `convert("RGB")` is then a no-op), so the evaluator's
+    accuracy is `pim-infer`'s.
+
+    Args:
+        dataset (`datasets.Dataset`): a dataset with a column of decoded PIL images (the `Image` feature's default).
+        image_column (`str`): that column's name (the evaluator's `input_column`).
+
+    Raises:
+        `ValueError`: `dataset` has no column `image_column`.
+    """
+    if image_column not in dataset.column_names:
+        raise ValueError(f"The dataset has no column {image_column!r}; its columns are {dataset.column_names}.")
+    return dataset.with_transform(functools.partial(_images_to_rgb, image_column=image_column))
+
+
 @functools.cache
 def _default_accuracy_metric() -> evaluate.EvaluationModule:
     """The accuracy metric used by `classification_metrics`, loaded once per process and kept in memory."""
@@ -211,4 +246,5 @@ __all__ = [
     "mean_per_class_accuracy",
     "sum_of_softmax_ensemble",
     "top_k_accuracy",
+    "with_image_to_rgb",
 ]
