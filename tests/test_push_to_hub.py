@@ -6,6 +6,7 @@ through huggingface_hub (mocked), and the errors.
 
 import base64
 import importlib.metadata
+import io
 import importlib.util
 import json
 import os
@@ -32,6 +33,7 @@ from PIL import Image
 from tiny_models import tiny_pim_config
 
 from modeling_pim import PimConfig, PimForImageClassification, PimImageProcessor
+from modeling_pim.hub.handler import decode_base64_image
 from modeling_pim.hub.model_card import CITATION, HERBS_CITATION, base_model_id, build_model_card
 
 
@@ -238,6 +240,20 @@ def test_readme_and_card_cite_the_papers_from_one_source():
     readme = (ROOT / "README.md").read_text()
     assert CITATION in readme and HERBS_CITATION in readme
     assert "author  = {Chou, Po-Yung and Lin, Cheng-Hung and Kao, Wen-Chung}" in CITATION
+
+
+def test_endpoint_handler_reads_mime_base64_with_line_breaks():
+    """`base64.encodebytes` (and `base64` without `-w0`) breaks lines every 76 characters; other characters fail."""
+    pixels = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    wrapped = base64.encodebytes(buffer.getvalue()).decode()
+    assert "\n" in wrapped.strip()
+
+    for data in (wrapped, wrapped.replace("\n", "\r\n"), "data:image/png;base64," + wrapped):
+        np.testing.assert_array_equal(np.asarray(decode_base64_image(data)), pixels)
+    with pytest.raises(ValueError, match=r"^'inputs' is not a base64-encoded image file: "):
+        decode_base64_image(wrapped.replace("\n", "!"))
 
 
 def test_endpoint_handler_answers_as_the_toolkit_calls_it(staged, tmp_path):

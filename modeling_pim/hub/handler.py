@@ -48,7 +48,9 @@ def open_image(encoded: bytes) -> PIL.Image.Image:
 
 def decode_base64_image(data: str) -> PIL.Image.Image:
     """
-    A base64-encoded image file (optionally a `data:image/...;base64,` URL) → the opened image.
+    A base64-encoded image file (optionally a `data:image/...;base64,` URL) → the opened image. ASCII whitespace is
+    ignored (MIME base64 breaks lines every 76 characters: Python's `base64.encodebytes`, the `base64` command without
+    `-w0`); any other character outside the base64 alphabet is refused.
 
     Raises:
         `ValueError`: `data` is not base64, or the bytes are not an image PIL can read.
@@ -56,7 +58,7 @@ def decode_base64_image(data: str) -> PIL.Image.Image:
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:
-        encoded = base64.b64decode(data, validate=True)
+        encoded = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError) as error:
         raise ValueError(f"'inputs' is not a base64-encoded image file: {error}.") from error
     return open_image(encoded)
