@@ -341,6 +341,15 @@ def test_class_names(tmp_path):
     assert read_class_names(tmp_path / "classes.txt") == ["Black footed Albatross", "Laysan Albatross"]
     (tmp_path / "names.txt").write_text("Cardinal\nBlue Jay\n")
     assert read_class_names(tmp_path / "names.txt") == ["Cardinal", "Blue Jay"]
+    # Saved by a Windows editor: byte-order mark and CRLF line ends.
+    (tmp_path / "bom.txt").write_bytes("1 001.Black_footed_Albatross\r\n2 002.Laysan_Albatross\r\n".encode("utf-8-sig"))
+    assert read_class_names(tmp_path / "bom.txt") == ["Black footed Albatross", "Laysan Albatross"]
+    # One name per line whose names start with numbers: kept whole (the CUB forms are recognised for a whole file).
+    (tmp_path / "numbers.txt").write_text("3 toed woodpecker\n12 apostles rock\nCardinal\n")
+    assert read_class_names(tmp_path / "numbers.txt") == ["3 toed woodpecker", "12 apostles rock", "Cardinal"]
+    (tmp_path / "versions.txt").write_text("001.Black_footed_Albatross\n3.5 mm screw\nNo_number_here\n")
+    expected = ["001.Black_footed_Albatross", "3.5 mm screw", "No_number_here"]
+    assert read_class_names(tmp_path / "versions.txt") == expected
 
 
 def test_cli_end_to_end(tmp_path, monkeypatch, capsys):

@@ -509,17 +509,20 @@ def config_for_checkpoint(
 def read_class_names(path: str | Path) -> list[str]:
     """
     Class names, in label order, from CUB's `classes.txt` (`1 001.Black_footed_Albatross` -> "Black footed
-    Albatross") or from a file with one name per line. The original labels class folders in alphabetical order.
+    Albatross") or from a file with one name per line (UTF-8, a byte-order mark ignored; blank lines skipped). The
+    original labels class folders in alphabetical order.
+
+    The CUB forms are recognised per file, not per line: a leading `<id> ` is removed only when every line has one,
+    and a folder name `<number>.<name>` becomes `<name>` with spaces for underscores only when every line is one, so
+    that a name of a one-name-per-line file that starts with a number ("3 toed woodpecker") is kept whole.
     """
-    names = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        line = re.sub(r"^\d+\s+", "", line)  # "<id> <name>"
-        if match := re.fullmatch(r"\d+\.(.+)", line):  # CUB folder name "001.Black_footed_Albatross"
-            line = match.group(1).replace("_", " ")
-        names.append(line)
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
+    names = [line for line in lines if line]
+    if names and all(re.match(r"\d+\s+\S", name) for name in names):  # "<id> <name>"
+        names = [re.sub(r"^\d+\s+", "", name) for name in names]
+    folders = [re.fullmatch(r"\d+\.(.+)", name) for name in names]  # CUB folder names "001.Black_footed_Albatross"
+    if names and all(folders):
+        names = [folder.group(1).replace("_", " ") for folder in folders]
     return names
 
 
