@@ -20,6 +20,7 @@ builds [`PimImageClassificationPipeline`] (transformers looks the task up in `co
 
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import torch
 from transformers import ImageClassificationPipeline, ImageFeatureExtractionPipeline
@@ -41,15 +42,44 @@ CUSTOM_PIPELINES = {
 }
 
 
+def _is_8_bit_rgb(pixels: np.ndarray) -> bool:
+    """Whether `pixels` is what transformers' image processors take as it is: `uint8`, `(H, W, 3)` or `(3, H, W)`."""
+    return pixels.dtype == np.uint8 and pixels.ndim == 3 and 3 in (pixels.shape[0], pixels.shape[-1])
+
+
 def decode_image(image: Any, timeout: float | None = None) -> Any:
     """
     A pipeline input → the RGB image the model sees: a PIL image, a local path, an http(s) URL or base64 is opened
-    ([`open_image`]) and converted with [`image_to_rgb`]; anything else (a NumPy array, a tensor: already pixels) is
-    returned unchanged for transformers to handle.
+    ([`open_image`]) and converted with [`image_to_rgb`].
+
+    A NumPy array or a tensor is pixels: 8-bit RGB (`uint8`, `(H, W, 3)` or `(3, H, W)`) is returned unchanged for
+    transformers to handle; an image PIL holds in one of its modes — gray `(H, W)` or `(H, W, 1)` of `uint8` or
+    `uint16`, RGBA `(H, W, 4)` of `uint8` — becomes a PIL image converted by [`image_to_rgb`] (16 bits by its range,
+    transparency onto white), as the same picture read from a file. transformers would rescale any other array by
+    1/255 as if it were 8-bit (a 16-bit or a [0, 1] float picture seen as another one), so it is refused.
+
+    Raises:
+        `ValueError`: an array or tensor of another dtype or shape; the message says what to pass instead.
     """
     if isinstance(image, (str, PIL.Image.Image)):
         return image_to_rgb(open_image(image, timeout=timeout))
-    return image
+    if not isinstance(image, (np.ndarray, torch.Tensor)):
+        return image
+    pixels = image.numpy(force=True) if isinstance(image, torch.Tensor) else image
+    if _is_8_bit_rgb(pixels):
+        return image
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if (pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16)) or (
+        pixels.ndim == 3 and pixels.shape[-1] == 4 and pixels.dtype == np.uint8
+    ):
+        return image_to_rgb(PIL.Image.fromarray(np.ascontiguousarray(pixels)))
+    raise ValueError(
+        f"PIM's pipeline takes arrays and tensors of 8-bit RGB pixels (uint8, (H, W, 3) or (3, H, W)), gray (H, W) of "
+        f"uint8 or uint16, or RGBA (H, W, 4) of uint8; got {pixels.dtype} of shape {tuple(pixels.shape)}. Pass a PIL "
+        "image or the image file instead: 16-bit, float and transparent images are then converted by their range "
+        "(image_to_rgb), not rescaled by 1/255 as 8-bit pixels."
+    )
 
 
 def per_image_outputs(outputs: ModelOutput) -> ModelOutput:

@@ -171,3 +171,42 @@ def test_pipelines_built_directly_on_model_instances_decode_as_the_saved_ones(re
         assert answers[f"plain_{name}"] == scores(stock(str(folder / f"{name}.png"), top_k=3)), name
     assert type(stock) is ImageClassificationPipeline
     assert extractor(str(folder / "gradient16.png"))[0] == pytest.approx(answers["embedding8"], abs=1e-6)
+
+
+def test_arrays_are_decoded_as_the_same_picture_from_a_file_or_refused(remote_code_answers):
+    """Gray, 16-bit and RGBA arrays go through image_to_rgb; arrays transformers would misread as 8-bit are refused."""
+    answers, folder = remote_code_answers
+    model = PimForImageClassification.from_pretrained(folder).eval()
+    classifier = pipeline_pim.PimImageClassificationPipeline(
+        model=model, image_processor=PimImageProcessor.from_pretrained(folder)
+    )
+    gradient8 = np.array(PIL.Image.open(folder / "gradient8.png"))  # (80, 96) uint8
+    transparent = np.array(PIL.Image.open(folder / "transparent.png"))  # (70, 90, 4) uint8
+    on_white = np.array(PIL.Image.open(folder / "on_white.png"))  # (70, 90, 3) uint8
+
+    def scores(image):
+        predictions = classifier(image, top_k=3)
+        return [[prediction["label"], pytest.approx(prediction["score"], abs=1e-6)] for prediction in predictions]
+
+    for name, pixels in [
+        ("uint8 (H, W)", gradient8),
+        ("uint8 (H, W, 1)", gradient8[:, :, None]),
+        ("uint16 (H, W)", gradient8.astype(np.uint16) * 257),
+        ("uint16 tensor (H, W, 1)", torch.from_numpy(gradient8.astype(np.int32) * 257).to(torch.uint16)[:, :, None]),
+    ]:
+        assert answers["gradient8"] == scores(pixels), name
+    assert answers["on_white"] == scores(transparent) == scores(on_white) == scores(torch.from_numpy(on_white))
+
+    for pixels, described in [
+        (on_white.astype(np.float32) / 255, "float32 of shape (70, 90, 3)"),
+        (on_white.astype(np.uint16) * 257, "uint16 of shape (70, 90, 3)"),
+        (torch.from_numpy(gradient8).float(), "float32 of shape (80, 96)"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            classifier(pixels)
+        assert str(error.value) == (
+            "PIM's pipeline takes arrays and tensors of 8-bit RGB pixels (uint8, (H, W, 3) or (3, H, W)), gray (H, W) "
+            f"of uint8 or uint16, or RGBA (H, W, 4) of uint8; got {described}. Pass a PIL image or the image file "
+            "instead: 16-bit, float and transparent images are then converted by their range (image_to_rgb), not "
+            "rescaled by 1/255 as 8-bit pixels."
+        )
