@@ -366,7 +366,12 @@ def test_cli_end_to_end(tmp_path, monkeypatch, capsys):
     argv = [str(tmp_path / "best.pt"), "--backbone", "resnet50", "--num_classes", "5", "--output_dir", str(output_dir)]
     argv += ["--class_names", str(tmp_path / "classes.txt"), "--image_size", "64", "--num_selects", "32", "32", "16", "4"]
     assert pim_convert.main(argv) == 0
-    assert "tensors converted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "tensors converted" in out
+    assert (
+        f"Read 5 class names from {tmp_path / 'classes.txt'}: 'Black footed Albatross', 'Laysan Albatross', "
+        "'Sooty Albatross', ...\n"
+    ) in out
 
     model = PimForImageClassification.from_pretrained(output_dir).eval()
     assert model.config.id2label[0] == "Black footed Albatross" and model.config.label2id["Crested Auklet"] == 4

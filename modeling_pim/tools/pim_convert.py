@@ -74,6 +74,9 @@ def _run(argv: list[str]) -> int:
 
     try:
         class_names = read_class_names(args.class_names) if args.class_names else None
+        if class_names is not None:
+            shown = ", ".join(map(repr, class_names[:3])) + (", ..." if len(class_names) > 3 else "")
+            print(f"Read {len(class_names)} class names from {args.class_names}: {shown}")
         report = convert_checkpoint(
             args.checkpoint,
             args.backbone,
