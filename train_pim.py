@@ -93,6 +93,7 @@ from modeling_pim.training.trainer import (
     evaluation_metric_names,
     stack_heads,
 )
+from modeling_pim.training.resume import differing_training_arguments, read_checkpoint_training_arguments
 from modeling_pim.training.transfer import differing_fields, fine_tuning_config, load_for_labels, with_labels
 from modeling_pim.utils.model_location import check_model_location, model_loading_error
 
@@ -980,17 +981,40 @@ def _checkpoint_refusal(checkpoint: str, output_dir: Path, training_args) -> tup
 
 
 def check_checkpoint(checkpoint: str, config: PimConfig, output_dir: Path, training_args) -> None:
-    """Refuses to resume from a checkpoint of a model with another configuration than `config` (classes aside)."""
-    saved_config = Path(checkpoint) / "config.json"
-    if not saved_config.is_file():
+    """
+    Refuses to resume from a checkpoint that this run would not continue as the same run: a checkpoint of a model
+    with another configuration than `config` (classes aside), or of a run whose optimizer, schedule, batch or data
+    order was set otherwise ([`differing_training_arguments`]: the resumed optimizer and scheduler would keep the
+    checkpoint's values while this run records its own).
+    """
+    if (Path(checkpoint) / "config.json").is_file():
+        differences = differing_fields(PimConfig.from_pretrained(checkpoint), config)
+        if differences:
+            what, fix = _checkpoint_refusal(checkpoint, output_dir, training_args)
+            listed = "; ".join(
+                f"{name} {flag_value(saved)}, not {flag_value(new)}" for name, (saved, new) in differences.items()
+            )
+            raise UserInputError(f"{what} of another model ({listed}): {fix}.")
+    try:
+        saved_arguments = read_checkpoint_training_arguments(checkpoint)
+    except ValueError as error:
+        logger.warning(f"The training arguments of {checkpoint} are not compared with this run's: {error}.")
         return
-    differences = differing_fields(PimConfig.from_pretrained(checkpoint), config)
+    if saved_arguments is None:
+        logger.warning(f"{checkpoint} has no training_args.bin: its training arguments are not compared with these")
+        return
+    differences = differing_training_arguments(saved_arguments, training_args)
     if differences:
         what, fix = _checkpoint_refusal(checkpoint, output_dir, training_args)
         listed = "; ".join(
-            f"{name} {flag_value(saved)}, not {flag_value(new)}" for name, (saved, new) in differences.items()
+            f"{name} {flag_value(new)} (the checkpoint's run: {flag_value(saved)})"
+            for name, (saved, new) in differences.items()
         )
-        raise UserInputError(f"{what} of another model ({listed}): {fix}.")
+        raise UserInputError(
+            f"{what} of a run with other training arguments ({listed}), which resuming would not apply (the "
+            f"checkpoint's optimizer, schedule and data order continue): {fix}; to fine-tune its model with these "
+            f"arguments, give --model_name_or_path {checkpoint} and a new --output_dir."
+        )
 
 
 def check_checkpoint_classes(checkpoint: str, label_names: list[str], output_dir: Path, training_args) -> None:

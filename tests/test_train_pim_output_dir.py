@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from fgvc_trees import FOLDER_CLASS_NAMES, make_image_folders
 
 
@@ -19,16 +21,31 @@ import train_pim  # noqa: E402
 from modeling_pim import PimForImageClassification  # noqa: E402
 from modeling_pim.training.run_folder import results_older_than_model  # noqa: E402
 from modeling_pim.training.transfer import with_labels  # noqa: E402
+from modeling_pim.utils.cli import UserInputError  # noqa: E402
 from test_train_pim import TINY_RUN, user_error  # noqa: E402
 
 
 def save_checkpoint(folder: Path, *flags: str, labels: tuple[str, ...] = FOLDER_CLASS_NAMES) -> Path:
-    """A `checkpoint-<step>` folder as Trainer saves it, of the model TINY_RUN (+ `flags`) builds, on `labels`."""
-    pim_args, model_args, _, _, origins = train_pim.parse_arguments([*TINY_RUN, *flags])
+    """
+    A `checkpoint-<step>` folder as Trainer saves it, of the model TINY_RUN (+ `flags`) builds, on `labels`, with the
+    run's training arguments.
+    """
+    pim_args, model_args, _, training_args, origins = train_pim.parse_arguments([*TINY_RUN, *flags])
     config = train_pim.build_config(pim_args, model_args, origins)
     PimForImageClassification(with_labels(config, dict(enumerate(labels)))).save_pretrained(folder)
     (folder / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    torch.save(training_args, folder / "training_args.bin")
     return folder
+
+
+def resumed_checkpoint(output_dir: Path, *flags: str) -> str | None:
+    """The checkpoint a TINY_RUN (+ `flags`) training run in `output_dir` resumes from; raises its refusal."""
+    pim_args, model_args, data_args, training_args, origins = train_pim.parse_arguments(
+        [*TINY_RUN, "--output_dir", str(output_dir), *flags]
+    )
+    train_pim.check_arguments(pim_args, model_args, data_args, training_args, origins)
+    config = train_pim.build_config(pim_args, model_args, origins)
+    return train_pim.plan_output_directory(output_dir, config, model_args, training_args)[0]
 
 
 def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
@@ -58,6 +75,45 @@ def test_a_checkpoint_of_another_model_is_not_resumed(tmp_path):
     assert user_error([*TINY_RUN, *never_read, *resume, "--overwrite_output_dir", "true"]) == (
         f"--overwrite_output_dir starts over, --resume_from_checkpoint {checkpoint} continues a run: give one of them."
     )
+
+
+def test_a_checkpoint_of_a_run_with_other_training_arguments_is_not_resumed(tmp_path):
+    output_dir = tmp_path / "run"
+    checkpoint = save_checkpoint(output_dir / "checkpoint-4", "--lr_scheduler_type", "constant")
+    never_read = ["--train_dir", str(tmp_path / "never_read")]
+    constant = ["--lr_scheduler_type", "constant"]
+    new_values = ["--learning_rate", "0.5", "--weight_decay", "0.3", "--per_device_train_batch_size", "2"]
+    assert user_error([*TINY_RUN, *constant, *new_values, *never_read, "--output_dir", str(output_dir)]) == (
+        f"--output_dir {output_dir} holds checkpoint-4, a checkpoint of a run with other training arguments "
+        "(--learning_rate 0.5 (the checkpoint's run: 0.01); --weight_decay 0.3 (the checkpoint's run: 0.0); "
+        "--per_device_train_batch_size × --gradient_accumulation_steps × processes 2 (2 × 1 × 1) (the checkpoint's "
+        "run: 4 (4 × 1 × 1))), which resuming would not apply (the checkpoint's optimizer, schedule and data order "
+        "continue): use a new --output_dir, or --overwrite_output_dir true to start over in it (its checkpoints and "
+        "results are removed); to fine-tune its model with these arguments, give --model_name_or_path "
+        f"{checkpoint} and a new --output_dir."
+    )
+    resume = ["--resume_from_checkpoint", str(checkpoint), "--output_dir", str(tmp_path / "other")]
+    with pytest.raises(UserInputError) as refusal:
+        resumed_checkpoint(tmp_path / "other", *resume, "--seed", "1")  # linear, over 3 epochs
+    assert str(refusal.value) == (
+        f"--resume_from_checkpoint {checkpoint} is a checkpoint of a run with other training arguments "
+        "(--lr_scheduler_type linear (the checkpoint's run: constant); --seed 1 (the checkpoint's run: 0)), which "
+        "resuming would not apply (the checkpoint's optimizer, schedule and data order continue): resume with the "
+        "flags and data of the run that saved it, or start a new run without --resume_from_checkpoint; to fine-tune "
+        f"its model with these arguments, give --model_name_or_path {checkpoint} and a new --output_dir."
+    )
+    # The same run: a constant schedule trained longer, the same images per step in smaller batches, other logging.
+    same_run = [*constant, "--num_train_epochs", "9", "--per_device_train_batch_size", "2",
+                "--gradient_accumulation_steps", "2", "--logging_steps", "1", "--max_grad_norm", "5"]  # fmt: skip
+    assert resumed_checkpoint(output_dir, *same_run) == str(checkpoint)
+
+    linear = save_checkpoint(tmp_path / "linear" / "checkpoint-4")  # linear decay to 0 over the training steps
+    for longer, listed in ((["--num_train_epochs", "9"], "--num_train_epochs 9.0 (the checkpoint's run: 3.0)"),
+                           (["--max_steps", "10"], "--num_train_epochs / --max_steps max_steps 10 (the checkpoint's "
+                            "run: num_train_epochs 3.0)")):  # fmt: skip
+        with pytest.raises(UserInputError) as refusal:
+            resumed_checkpoint(linear.parent, *longer)
+        assert f"a checkpoint of a run with other training arguments ({listed}), " in str(refusal.value)
 
 
 def test_a_checkpoint_of_other_classes_is_not_resumed(tmp_path, caplog):
