@@ -85,8 +85,9 @@ class PimConfig(PretrainedConfig):
             `out_indices`. `"paper"` (Swin only): the taps of the paper, i.e. every stage output *after* its patch
             merging plus the last stage's output without the final norm (48², 24², 12², 12² tokens for Swin at 384).
         out_indices (`list[int]`, *optional*, defaults to `[-4, -3, -2, -1]`):
-            Stages (timm `features_only` indices, negative counts from the end) used with `feature_taps="stages"`.
-            Must be left at its default with `feature_taps="paper"`, which always gives 4 layers.
+            Stages (timm `features_only` indices, negative counts from the end) used with `feature_taps="stages"`:
+            distinct levels of the backbone, from shallow to deep (increasing once negative ones are counted from the
+            end). Must be left at its default with `feature_taps="paper"`, which always gives 4 layers.
         image_size (`int`, *optional*, defaults to `224`):
             Side of the square input image. Fixes the number of tokens of each layer, hence what `num_selects`,
             `upsample_type="Conv"` and the combiner can use.

@@ -231,7 +231,7 @@ class TimmFeatureBackbone(nn.Module):
         else:
             kwargs.update(features_only=True, out_indices=tuple(config.out_indices))
         try:
-            return timm.create_model(config.backbone, pretrained=pretrained, **kwargs, **pretrained_kwargs)
+            model = timm.create_model(config.backbone, pretrained=pretrained, **kwargs, **pretrained_kwargs)
         except TypeError as error:  # timm's model classes refuse an unknown keyword, or a value of the wrong type
             if not config.backbone_kwargs:
                 raise
@@ -240,6 +240,43 @@ class TimmFeatureBackbone(nn.Module):
                 "see the timm model's class for its arguments.",
                 ["backbone_kwargs"],
             ) from error
+        except (IndexError, AssertionError) as error:  # timm's feature extraction, on an index out of range
+            if config.feature_taps == "paper":
+                raise
+            kwargs.pop("features_only"), kwargs.pop("out_indices")
+            with torch.device("meta"):
+                levels = len(timm.create_model(config.backbone, pretrained=False, **kwargs).feature_info)
+            TimmFeatureBackbone.check_out_indices(config, levels)
+            raise
+        if config.feature_taps != "paper":
+            TimmFeatureBackbone.check_out_indices(config, len(model.feature_info.info))
+        return model
+
+    @staticmethod
+    def check_out_indices(config: PimConfig, levels: int) -> None:
+        """
+        Refuses `config.out_indices` that do not name distinct feature levels of the backbone from shallow to deep:
+        an index out of `[-levels, levels)`, or indices that are repeated or not increasing once negative ones are
+        counted from the end (the feature pyramid's top-down path goes from the last layer to the first).
+
+        Raises:
+            [`PimConfigError`]: naming `out_indices`, the backbone's number of feature levels and an example.
+        """
+        indices = list(config.out_indices)
+        if any(not -levels <= index < levels for index in indices):
+            raise PimConfigError(
+                f"out_indices={indices}: {config.backbone!r} has {levels} feature levels (0 to {levels - 1}, or "
+                f"{-levels} to -1 from the end): choose levels in that range.",
+                ["out_indices"],
+            )
+        resolved = [index % levels for index in indices]
+        if any(shallow >= deep for shallow, deep in zip(resolved, resolved[1:])):
+            example = list(range(levels))[-len(indices) :] if len(indices) <= levels else list(range(levels))
+            raise PimConfigError(
+                f"out_indices={indices} are the feature levels {resolved} of {config.backbone!r}: give distinct levels "
+                f"from shallow to deep (increasing), e.g. {example}.",
+                ["out_indices"],
+            )
 
     def set_grad_checkpointing(self, enable: bool) -> None:
         self.model.set_grad_checkpointing(enable)

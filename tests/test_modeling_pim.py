@@ -394,6 +394,27 @@ def test_invalid_configurations_raise_clear_errors_naming_the_fields(overrides, 
 
 
 @pytest.mark.parametrize(
+    ("family", "out_indices", "message"),
+    [
+        ("test_resnet", [7, 8, 9, 10], "out_indices=[7, 8, 9, 10]: 'test_resnet' has 5 feature levels (0 to 4, or -5 "
+         "to -1 from the end): choose levels in that range."),
+        ("test_vit", [-9, 2, 3, 4], "out_indices=[-9, 2, 3, 4]: 'test_vit' has 6 feature levels (0 to 5, or -6 to -1 "
+         "from the end): choose levels in that range."),  # timm raises an AssertionError here, not an IndexError
+        ("test_resnet", [-1, -1, -1, -1], "out_indices=[-1, -1, -1, -1] are the feature levels [4, 4, 4, 4] of "
+         "'test_resnet': give distinct levels from shallow to deep (increasing), e.g. [1, 2, 3, 4]."),
+        ("test_resnet", [-1, -2, -3, -4], "out_indices=[-1, -2, -3, -4] are the feature levels [4, 3, 2, 1] of "
+         "'test_resnet': give distinct levels from shallow to deep (increasing), e.g. [1, 2, 3, 4]."),
+    ],
+)  # fmt: skip
+def test_out_indices_must_name_distinct_backbone_levels_from_shallow_to_deep(family, out_indices, message):
+    with torch.device("meta"), pytest.raises(PimConfigError) as error:
+        tiny_model(family, out_indices=out_indices, num_selects=[1, 1, 1, 1])
+    assert str(error.value) == message and error.value.fields == ("out_indices",)
+    with torch.device("meta"):  # negative indices count from the end: levels 1, 2, 3, 4
+        assert tiny_model(family, out_indices=[1, 2, -2, -1]).base_model.backbone.out_indices == (1, 2, -2, -1)
+
+
+@pytest.mark.parametrize(
     ("field", "value", "message"),
     [
         ("fpn_size", "abc", "`fpn_size` must be an integer, got 'abc' (str)."),
