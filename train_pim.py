@@ -77,6 +77,7 @@ from modeling_pim.data.transforms import (
 )
 from modeling_pim.hub.widget import save_test_example
 from modeling_pim.training.backbone_weights import check_backbone_weights
+from modeling_pim.training.resume import differing_training_arguments, read_checkpoint_training_arguments
 from modeling_pim.training.run_folder import (
     DATA_REPORT_FILENAME,
     TEST_PREDICTIONS_FILENAME,
@@ -93,7 +94,6 @@ from modeling_pim.training.trainer import (
     evaluation_metric_names,
     stack_heads,
 )
-from modeling_pim.training.resume import differing_training_arguments, read_checkpoint_training_arguments
 from modeling_pim.training.transfer import differing_fields, fine_tuning_config, load_for_labels, with_labels
 from modeling_pim.utils.model_location import check_model_location, model_loading_error
 
@@ -112,6 +112,9 @@ DATA_SOURCE_FLAGS = {
 }
 # A flag given one of these values on the command line is unset (its default), as `key: null` in a recipe.
 UNSET_VALUES = ("", "null", "none")
+# The folders whose files a run reads as data (besides a local --dataset_name), which must not hold its --output_dir
+# (an archive's --data_dir is read through its list files only).
+DATA_FOLDER_FLAGS = ("train_dir", "validation_dir", "test_dir", "synthetic_dir")
 # The two ways to get validation data: given on the command line, either replaces the recipe's other one.
 VALIDATION_SOURCE_FLAGS = ("validation_dir", "validation_split_percentage")
 # `--resume_from_checkpoint false` (or `no`): a new run, which does not resume the last checkpoint of its --output_dir.
@@ -273,7 +276,8 @@ class DataTrainingArguments:
         default=0.0,
         metadata={
             "help": "Hold out this percentage of the training set (stratified, seeded) as the validation set used "
-            "for model selection, so that the test set is only evaluated once, at the end. 0: no hold-out."
+            "for model selection, so that the test set is only evaluated once, at the end. 0: no hold-out. A "
+            "percentage, not a fraction: 15 holds out 15 %; a value below 1 (0.15: 0.15 %) is logged with a warning."
         },
     )
     synthetic_num_classes: int = field(default=8, metadata={"help": "Classes of the synthetic demo set."})
@@ -600,6 +604,12 @@ def check_arguments(
             )
         if not Path(model_args.backbone_weights).is_file():
             raise UserInputError(f"--backbone_weights {model_args.backbone_weights}: no such file.")
+    if not training_args.do_train and not model_args.model_name_or_path:
+        raise UserInputError(
+            f"{describe_flag('do_train', False, origins)} evaluates a trained model, but no --model_name_or_path "
+            "gives one (a new model would be evaluated with random weights): give the model with --model_name_or_path "
+            "(a train_pim.py --output_dir, a checkpoint-* folder or a Hub id), or train it with --do_train true."
+        )
     check_numbers(data_args, training_args, origins)
     if training_args.overwrite_output_dir and resume_checkpoint(training_args):
         raise UserInputError(
@@ -632,6 +642,26 @@ def check_arguments(
             "per GPU, DistributedDataParallel) is faster."
         )
     check_data_arguments(data_args, training_args)
+    check_output_outside_data(data_args, training_args.output_dir)
+
+
+def check_output_outside_data(data_args: DataTrainingArguments, output_dir: str) -> None:
+    """
+    Refuses an `--output_dir` inside (or equal to) a folder the run reads data from (`DATA_FOLDER_FLAGS`, and
+    `--dataset_name` when it is a local folder): the next run would read what this one writes there (model,
+    checkpoints, `test_example.*`) as data, e.g. as a class folder named after it. Symbolic links are resolved.
+    """
+    output = Path(output_dir).expanduser().resolve()
+    for flag in (*DATA_FOLDER_FLAGS, "dataset_name"):
+        folder = getattr(data_args, flag)
+        if folder is None or (flag == "dataset_name" and not Path(folder).expanduser().is_dir()):
+            continue
+        if output.is_relative_to(Path(folder).expanduser().resolve()):
+            raise UserInputError(
+                f"--output_dir {output_dir} is inside --{flag} {folder}: this run would write its model, checkpoints "
+                "and test example among the data, which the next run would read as data (a class folder named after "
+                "it, or more images): choose an --output_dir outside the data folders."
+            )
 
 
 def check_data_arguments(data_args: DataTrainingArguments, training_args) -> None:
@@ -767,6 +797,13 @@ def load_data(data_args: DataTrainingArguments, seed: int) -> FgvcDatasetDict:
         datasets["train"], datasets["validation"] = split_validation(
             datasets["train"], data_args.validation_split_percentage, seed
         )
+        percentage = data_args.validation_split_percentage
+        if percentage < 1:  # a fraction, as transformers' example's --train_val_split 0.15, would hold out 100× less
+            logger.warning(
+                f"--validation_split_percentage {percentage:g} is a percentage: {percentage:g} % of the training "
+                f"images ({len(datasets['validation'])} images, at least one per class) are held out for validation; "
+                f"for {percentage * 100:g} % write {percentage * 100:g}."
+            )
     for split, limit in (("train", data_args.max_train_samples), ("validation", data_args.max_eval_samples)):
         if limit is not None and split in datasets:
             subset = datasets[split].shuffle(seed=seed).select(range(min(limit, len(datasets[split]))))

@@ -193,6 +193,21 @@ def test_validation_split_is_carved_from_train_and_test_is_evaluated_with_the_se
     assert results["test"]["test_num_samples"] == 12
 
 
+def test_a_validation_split_percentage_below_1_is_taken_as_a_percentage_with_a_warning(tmp_path, caplog):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train",), images_per_class=4)
+    for percentage, warned in (("0.15", True), ("25", False)):
+        caplog.clear()
+        _, _, data_args, _, _ = train_pim.parse_arguments(
+            ["--train_dir", str(data_dir / "train"), "--validation_split_percentage", percentage]
+        )
+        datasets = train_pim.load_data(data_args, seed=0)
+        assert len(datasets["validation"]) == 3  # 0.15 % or 25 % of 12 images: one per class
+        warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        assert warnings == (["--validation_split_percentage 0.15 is a percentage: 0.15 % of the training images (3 "
+                             "images, at least one per class) are held out for validation; for 15 % write 15."]
+                            if warned else [])  # fmt: skip
+
+
 def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     data_dir = make_image_folders(tmp_path / "data", splits=("train", "validation"), images_per_class=3)
     results = run(

@@ -141,9 +141,39 @@ def test_a_new_run_in_a_folder_holding_a_previous_model_or_results_is_refused(tm
         "--overwrite_output_dir true to replace them"
     )
     assert user_error(flags) == refusal + "."
-    assert user_error([*flags, "--do_train", "false"]) == (
+    another_model = ["--model_name_or_path", str(save_checkpoint(tmp_path / "model"))]
+    assert user_error([*flags, "--do_train", "false", *another_model]) == (
         f"{refusal}; to evaluate the model there, add --model_name_or_path {output_dir}."
     )
+
+
+def test_an_output_dir_inside_a_data_folder_is_refused(tmp_path):
+    data_dir = make_image_folders(tmp_path / "data", splits=("train", "test"), images_per_class=1)
+    (tmp_path / "link").symlink_to(data_dir / "test")
+    folders = ["--train_dir", str(data_dir / "train"), "--test_dir", str(tmp_path / "link")]
+    for flag, folder, output_dir in (("train_dir", data_dir / "train", data_dir / "train" / "run1"),
+                                     ("test_dir", tmp_path / "link", data_dir / "test"),
+                                     ("train_dir", data_dir / "train", data_dir / "train" / ".." / "train" / "x")):
+        assert user_error([*TINY_RUN, *folders, "--output_dir", str(output_dir)]) == (
+            f"--output_dir {output_dir} is inside --{flag} {folder}: this run would write its model, checkpoints and "
+            "test example among the data, which the next run would read as data (a class folder named after it, or "
+            "more images): choose an --output_dir outside the data folders."
+        )  # fmt: skip
+    synthetic = ["--dataset", "synthetic", "--synthetic_dir", str(tmp_path / "synthetic")]
+    assert user_error([*TINY_RUN, *synthetic, "--output_dir", str(tmp_path / "synthetic" / "run")]).startswith(
+        f"--output_dir {tmp_path / 'synthetic' / 'run'} is inside --synthetic_dir {tmp_path / 'synthetic'}: "
+    )
+    assert not (data_dir / "train" / "run1").exists()
+
+
+def test_evaluating_without_a_model_is_refused(tmp_path):
+    never_read = ["--train_dir", str(tmp_path / "never_read"), "--output_dir", str(tmp_path / "run")]
+    assert user_error([*TINY_RUN, *never_read, "--do_train", "false"]) == (
+        "--do_train false (from the command line) evaluates a trained model, but no --model_name_or_path gives one (a "
+        "new model would be evaluated with random weights): give the model with --model_name_or_path (a train_pim.py "
+        "--output_dir, a checkpoint-* folder or a Hub id), or train it with --do_train true."
+    )
+    assert not (tmp_path / "run").exists()
 
 
 def test_overwrite_output_dir_removes_the_previous_run_and_evaluating_in_place_replaces_its_results(tmp_path):
