@@ -277,7 +277,7 @@ class DataTrainingArguments:
         metadata={
             "help": "Hold out this percentage of the training set (stratified, seeded) as the validation set used "
             "for model selection, so that the test set is only evaluated once, at the end. 0: no hold-out. A "
-            "percentage, not a fraction: 15 holds out 15 %; a value below 1 (0.15: 0.15 %) is logged with a warning."
+            "percentage, not a fraction: 15 holds out 15 percent; below 1 (0.15: 0.15 percent), a warning says so."
         },
     )
     synthetic_num_classes: int = field(default=8, metadata={"help": "Classes of the synthetic demo set."})

@@ -56,7 +56,7 @@ ARCHIVES = {
 
 def load(*flags: str):
     """The data `train_pim.py` trains on for these flags (its own parsing, checks and loading)."""
-    arguments = train_pim.parse_arguments([*flags, "--output_dir", "unused", "--use_cpu", "true"])
+    arguments = train_pim.parse_arguments([*flags, "--output_dir", "unused", "--use_cpu", "true", "--do_train", "true"])
     train_pim.check_arguments(*arguments)
     _, _, data_args, training_args, _ = arguments
     return train_pim.load_data(data_args, training_args.seed)
@@ -64,7 +64,8 @@ def load(*flags: str):
 
 def error_line(capsys, *flags: str) -> str:
     """The one `train_pim.py: error:` line of a run refused with exit code 2."""
-    assert run_command("train_pim.py", train_pim.main, [*flags, "--output_dir", "unused", "--use_cpu", "true"]) == 2
+    argv = [*flags, "--output_dir", "unused", "--use_cpu", "true", "--do_train", "true"]
+    assert run_command("train_pim.py", train_pim.main, argv) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("train_pim.py: error: "), lines
     return lines[0].removeprefix("train_pim.py: error: ")
