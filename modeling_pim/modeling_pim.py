@@ -240,7 +240,7 @@ class TimmFeatureBackbone(nn.Module):
                 "see the timm model's class for its arguments.",
                 ["backbone_kwargs"],
             ) from error
-        except (IndexError, AssertionError) as error:  # timm's feature extraction, on an index out of range
+        except (IndexError, AssertionError):  # timm's feature extraction, on an index out of range
             if config.feature_taps == "paper":
                 raise
             kwargs.pop("features_only"), kwargs.pop("out_indices")

@@ -25,11 +25,11 @@ from transformers.utils import logging
 
 from ..data.image_files import load_image
 from ..pipeline_pim import PimImageClassificationPipeline
+from ..training.run_folder import TEST_EXAMPLE_STEM
 
 
 logger = logging.get_logger(__name__)
 
-TEST_EXAMPLE_STEM = "test_example"
 WIDGET_IMAGE_STEM = "widget_example"
 # Formats every browser shows, with the extension the staged file gets.
 BROWSER_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif"}
@@ -121,7 +121,6 @@ def widget_output(
 
 __all__ = [
     "MAX_WIDGET_SIDE",
-    "TEST_EXAMPLE_STEM",
     "WIDGET_IMAGE_STEM",
     "find_test_example",
     "save_test_example",

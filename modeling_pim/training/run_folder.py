@@ -10,10 +10,10 @@ from pathlib import Path
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import SAFE_WEIGHTS_INDEX_NAME, SAFE_WEIGHTS_NAME
 
-from ..hub.widget import TEST_EXAMPLE_STEM
-
 
 DATA_REPORT_FILENAME = "data_report.json"
+# The run's first test image, copied for the model page's widget (`hub/widget.py`): `test_example.<ext>`.
+TEST_EXAMPLE_STEM = "test_example"
 TEST_PREDICTIONS_FILENAME = "test_predictions.csv"
 # `save_model`: the model, its image processor and the training arguments (shards: model-00001-of-00002.safetensors).
 MODEL_PATTERNS = (
@@ -97,6 +97,7 @@ __all__ = [
     "MODEL_PATTERNS",
     "RESULT_AGE_TOLERANCE_SECONDS",
     "RESULT_PATTERNS",
+    "TEST_EXAMPLE_STEM",
     "TEST_PREDICTIONS_FILENAME",
     "TRAINING_PATTERNS",
     "checkpoint_folders",
