@@ -1,5 +1,6 @@
 """Tests of `modeling_pim.data.transforms`."""
 
+import io
 import pickle
 from types import SimpleNamespace
 
@@ -7,6 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from datasets import ClassLabel, Dataset, DatasetInfo, Features, Image
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
@@ -181,3 +183,39 @@ def test_an_image_that_cannot_be_decoded_while_training_is_one_error_line_naming
         f"train_pim.py: error: {corrupt} cannot be decoded (UnidentifiedImageError: cannot identify image file "
         f"{str(corrupt)!r}): remove it.\n"
     )
+
+
+def test_an_image_stored_as_bytes_that_cannot_be_decoded_is_named_by_its_split_and_row(capsys):
+    def png(color: tuple[int, int, int]) -> dict:
+        buffer = io.BytesIO()
+        PIL.Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
+        return {"bytes": buffer.getvalue(), "path": None}
+
+    images = [png((10 * row, 0, 0)) for row in range(8)]
+    images[5] = {"bytes": b"garbage not an image", "path": None}
+    images[6] = {"bytes": b"not an image", "path": "birds/x.jpg"}
+    images[7] = images[5]  # the same bytes twice: both rows named
+    features = Features({"image": Image(), "label": ClassLabel(names=["a", "b"])})
+    info = DatasetInfo(dataset_name="birds", features=features)
+    dataset = Dataset.from_dict({"image": images, "label": [0, 1] * 4}, features=features, info=info, split="train")
+    held_out = dataset.select([0, 2, 5])  # as a validation hold-out selects: the rows are still the split's
+    for subset, index, line in (
+        (
+            held_out,
+            2,
+            "the image stored without a path in rows 5, 7 of the train split of the dataset 'birds' "
+            "(dataset['train'][5], ...) cannot be decoded (UnidentifiedImageError: cannot identify image file of 20 "
+            "bytes): remove it.",
+        ),
+        (
+            dataset,
+            6,
+            "the image 'birds/x.jpg' stored in row 6 of the train split of the dataset 'birds' "
+            "(dataset['train'][6]) cannot be decoded (UnidentifiedImageError: cannot identify image file "
+            "'birds/x.jpg'): remove it.",
+        ),
+    ):
+        transformed = with_image_transform(subset, build_eval_transform(BilinearProcessor()), "remove it")
+        assert transformed[0]["pixel_values"].shape == (3, 40, 44)
+        assert run_command("train_pim.py", lambda argv: transformed[index], []) == 2
+        assert capsys.readouterr().err == f"train_pim.py: error: {line}\n"

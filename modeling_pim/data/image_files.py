@@ -25,6 +25,7 @@ import functools
 import io
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,7 +230,9 @@ def load_image(path: str | os.PathLike | io.BytesIO) -> PIL.Image.Image:
         return image_to_rgb(image)
 
 
-def load_dataset_image(value: Any, unreadable_fix: str) -> PIL.Image.Image:
+def load_dataset_image(
+    value: Any, unreadable_fix: str, stored_in: Callable[[bytes], str] | None = None
+) -> PIL.Image.Image:
     """
     The RGB image the model sees ([`image_to_rgb`]) of a cell of a `datasets.Image` column: a PIL image (a decoded
     column), or the `{"bytes", "path"}` dict of an undecoded one (`Image(decode=False)`), read from its bytes when it
@@ -240,9 +243,13 @@ def load_dataset_image(value: Any, unreadable_fix: str) -> PIL.Image.Image:
             The cell.
         unreadable_fix (`str`):
             What to do about an image that cannot be decoded, for the error message (e.g. `"remove it"`).
+        stored_in (`Callable[[bytes], str]`, *optional*):
+            Where image bytes are stored, for the error message (e.g. `"row 5 of the train split of the dataset
+            'birds'"`); default `"the dataset"`.
 
     Raises:
-        [`UnreadableImageError`]: the image cannot be decoded; the message names its file and `unreadable_fix`.
+        [`UnreadableImageError`]: the image cannot be decoded; the message names its file, or where its bytes are
+        stored, and `unreadable_fix`.
     """
     if isinstance(value, PIL.Image.Image):
         return image_to_rgb(value)
@@ -251,8 +258,15 @@ def load_dataset_image(value: Any, unreadable_fix: str) -> PIL.Image.Image:
     try:
         return load_image(source)
     except Exception as error:  # Any failure to decode makes the image unusable, whatever PIL plugin raised it.
-        where = f"the image {path!r} stored in the dataset" if data is not None else str(path)
-        reason = str(error).replace(repr(source), repr(path))  # PIL names a BytesIO by its repr
+        location = stored_in(data) if data is not None and stored_in is not None else "the dataset"
+        if data is None:
+            where = str(path)
+        elif path:
+            where = f"the image {path!r} stored in {location}"
+        else:
+            where = f"the image stored without a path in {location}"
+        # PIL names a BytesIO by its repr.
+        reason = str(error).replace(repr(source), f"of {len(data)} bytes" if data is not None and not path else repr(path))
         raise UnreadableImageError(
             f"{where} cannot be decoded ({type(error).__name__}: {reason}): {unreadable_fix}."
         ) from error

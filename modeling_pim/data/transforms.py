@@ -14,7 +14,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import PIL.Image
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, Image
 from torchvision.transforms import InterpolationMode, v2
@@ -176,11 +179,39 @@ def build_eval_transform(processor: Any) -> v2.Compose:
 DEFAULT_UNREADABLE_FIX = "remove or replace it"
 
 
-def _transform_batch(batch: dict[str, list], transform: Callable, unreadable_fix: str) -> dict[str, list]:
+def describe_stored_image(table: Any, split: str, dataset_name: str | None, data: bytes) -> str:
+    """
+    Where the image bytes `data` are stored: `"row 5 of the train split of the dataset 'birds' (dataset['train'][5])"`,
+    the rows of the split as loaded (`table`: a `Dataset.data`, which holds every row of the split whatever was
+    selected from it since) whose `image` column holds these bytes, found when the message is needed.
+    """
+    column = table.column("image")
+    rows, offset = [], 0
+    for chunk in column.chunks:
+        stored = pc.struct_field(chunk, "bytes")
+        matches = pc.fill_null(pc.equal(stored, pa.scalar(data, stored.type)), False)
+        rows.extend(offset + int(row) for row in np.flatnonzero(matches.to_numpy(zero_copy_only=False)))
+        offset += len(chunk)
+    dataset = f"the {split} split of the dataset {dataset_name!r}" if dataset_name else f"the {split} split"
+    if not rows:
+        return dataset
+    first = f"dataset[{split!r}][{rows[0]}]"
+    if len(rows) == 1:
+        return f"row {rows[0]} of {dataset} ({first})"
+    listing = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    return f"rows {listing} of {dataset} ({first}, ...)"
+
+
+def _transform_batch(
+    batch: dict[str, list],
+    transform: Callable,
+    unreadable_fix: str,
+    stored_in: Callable[[bytes], str] | None = None,
+) -> dict[str, list]:
     """Decodes ([`load_dataset_image`]) and applies `transform` to the images of a batch of `image`/`label` rows."""
     if "image" not in batch:
         raise KeyError(f"The dataset rows have no 'image' column (columns: {list(batch)}).")
-    images = [load_dataset_image(value, unreadable_fix) for value in batch["image"]]
+    images = [load_dataset_image(value, unreadable_fix, stored_in) for value in batch["image"]]
     output = {"pixel_values": [transform(image) for image in images]}
     if "label" in batch:
         output["labels"] = list(batch["label"])
@@ -188,17 +219,22 @@ def _transform_batch(batch: dict[str, list], transform: Callable, unreadable_fix
 
 
 def make_transform_fn(
-    transform: Callable, unreadable_fix: str = DEFAULT_UNREADABLE_FIX
+    transform: Callable,
+    unreadable_fix: str = DEFAULT_UNREADABLE_FIX,
+    stored_in: Callable[[bytes], str] | None = None,
 ) -> Callable[[dict[str, list]], dict[str, list]]:
     """
     A function for `Dataset.with_transform` that maps a batch `{"image": [...], "label": [ints]}` to
     `{"pixel_values": [tensors], "labels": [ints]}` (`labels` only when the rows have a `label`). The images may be
     decoded PIL images or the `{"bytes", "path"}` dicts of an undecoded `datasets.Image(decode=False)` column, which it
     decodes itself ([`load_dataset_image`]): an image that cannot be decoded is then an [`UnreadableImageError`]
-    naming its file and `unreadable_fix`, instead of a decoding error of `datasets` that names nothing. It is
-    picklable when `transform` is, so it works with `DataLoader` workers started by spawn.
+    naming its file (or `stored_in(bytes)` for an image stored as bytes) and `unreadable_fix`, instead of a decoding
+    error of `datasets` that names nothing. It is picklable when `transform` is, so it works with `DataLoader`
+    workers started by spawn.
     """
-    return functools.partial(_transform_batch, transform=transform, unreadable_fix=unreadable_fix)
+    return functools.partial(
+        _transform_batch, transform=transform, unreadable_fix=unreadable_fix, stored_in=stored_in
+    )
 
 
 def with_image_transform(
@@ -208,10 +244,13 @@ def with_image_transform(
     `dataset` (with an `image` `datasets.Image` column) whose rows are transformed as they are read
     ([`make_transform_fn`]), its images decoded by [`load_dataset_image`] rather than by `datasets`, so that an image
     that cannot be decoded (e.g. one the load-time scan did not check) stops training with an error naming its file
-    and `unreadable_fix`.
+    and `unreadable_fix`; an image stored as bytes (a Hub or parquet dataset) is named by its split and row
+    ([`describe_stored_image`]).
     """
     dataset = dataset.cast_column("image", Image(decode=False))
-    return dataset.with_transform(make_transform_fn(transform, unreadable_fix))
+    split = str(dataset.split) if dataset.split is not None else "loaded"
+    stored_in = functools.partial(describe_stored_image, dataset.data, split, dataset.info.dataset_name)
+    return dataset.with_transform(make_transform_fn(transform, unreadable_fix, stored_in))
 
 
 def collate_fn(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -242,6 +281,7 @@ __all__ = [
     "build_eval_transform",
     "build_train_transform",
     "collate_fn",
+    "describe_stored_image",
     "make_transform_fn",
     "with_image_transform",
 ]
