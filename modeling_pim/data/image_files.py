@@ -265,8 +265,8 @@ def load_dataset_image(
             where = f"the image {path!r} stored in {location}"
         else:
             where = f"the image stored without a path in {location}"
-        # PIL names a BytesIO by its repr.
-        reason = str(error).replace(repr(source), f"of {len(data)} bytes" if data is not None and not path else repr(path))
+        named = f"of {len(data)} bytes" if data is not None and not path else repr(path)
+        reason = str(error).replace(repr(source), named)  # PIL names a BytesIO by its repr
         raise UnreadableImageError(
             f"{where} cannot be decoded ({type(error).__name__}: {reason}): {unreadable_fix}."
         ) from error
