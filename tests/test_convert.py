@@ -347,6 +347,11 @@ def test_class_names(tmp_path):
     # One name per line whose names start with numbers: kept whole (the CUB forms are recognised for a whole file).
     (tmp_path / "numbers.txt").write_text("3 toed woodpecker\n12 apostles rock\nCardinal\n")
     assert read_class_names(tmp_path / "numbers.txt") == ["3 toed woodpecker", "12 apostles rock", "Cardinal"]
+    # Every name starts with a number, but they are not ids counting up by one: kept whole.
+    (tmp_path / "all_numbers.txt").write_text("3 toed woodpecker\n12 apostles rock\n")
+    assert read_class_names(tmp_path / "all_numbers.txt") == ["3 toed woodpecker", "12 apostles rock"]
+    (tmp_path / "from_zero.txt").write_text("0 Cardinal\n1 Blue Jay\n")
+    assert read_class_names(tmp_path / "from_zero.txt") == ["Cardinal", "Blue Jay"]
     (tmp_path / "versions.txt").write_text("001.Black_footed_Albatross\n3.5 mm screw\nNo_number_here\n")
     expected = ["001.Black_footed_Albatross", "3.5 mm screw", "No_number_here"]
     assert read_class_names(tmp_path / "versions.txt") == expected

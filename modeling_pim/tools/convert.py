@@ -512,14 +512,16 @@ def read_class_names(path: str | Path) -> list[str]:
     Albatross") or from a file with one name per line (UTF-8, a byte-order mark ignored; blank lines skipped). The
     original labels class folders in alphabetical order.
 
-    The CUB forms are recognised per file, not per line: a leading `<id> ` is removed only when every line has one,
-    and a folder name `<number>.<name>` becomes `<name>` with spaces for underscores only when every line is one, so
+    The CUB forms are recognised per file, not per line: a leading `<id> ` is removed only when every line has one
+    and the ids count up by one (so a file whose every name starts with a number keeps them), and a folder name
+    `<number>.<name>` becomes `<name>` with spaces for underscores only when every line is one, so
     that a name of a one-name-per-line file that starts with a number ("3 toed woodpecker") is kept whole.
     """
     lines = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").splitlines()]
     names = [line for line in lines if line]
-    if names and all(re.match(r"\d+\s+\S", name) for name in names):  # "<id> <name>"
-        names = [re.sub(r"^\d+\s+", "", name) for name in names]
+    ids = [re.match(r"(\d+)\s+(\S.*)", name) for name in names]  # "<id> <name>"
+    if names and all(ids) and len({int(match.group(1)) - index for index, match in enumerate(ids)}) == 1:
+        names = [match.group(2) for match in ids]
     folders = [re.fullmatch(r"\d+\.(.+)", name) for name in names]  # CUB folder names "001.Black_footed_Albatross"
     if names and all(folders):
         names = [folder.group(1).replace("_", " ") for folder in folders]
